@@ -1,0 +1,35 @@
+# Two commands a newcomer needs:  `make demo`  and  `make test`.
+# Both create or reuse .venv/ in this checkout and install only what is missing.
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+# The CPU build of torch; asked for first so that nothing later pulls the multi-GB CUDA build.
+TORCH   ?= torch==2.13.0
+export SLAM_SHARED_DATA ?= $(abspath ../shared/data)
+
+.PHONY: demo test lint install clean-venv
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	@bash scripts/ensure_system_deps.sh
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet "$(TORCH)" || $(BIN)/pip install --quiet "$(TORCH)" --index-url https://download.pytorch.org/whl/cpu
+	$(BIN)/pip install --quiet -e ".[dev]"
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/slam demo --out runs/demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check slam drivers tests bench
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,1 @@
+"""Neural implicit SDF SLAM engine."""

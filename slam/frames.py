@@ -1,0 +1,177 @@
+"""Sensor data model: the timestamped frames every driver yields and the engine consumes.
+
+Conventions (shared by every driver, the engine and the evaluation):
+- Poses are 4×4 float64 camera-to-world (or sensor-to-world) matrices; cameras use the OpenCV axes
+  (x right, y down, z forward).
+- Timestamps are seconds (float64) on the recording's clock.
+- Depth is metres as float32; 0 marks an invalid pixel (drivers map NaN/inf/sentinels to 0).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Union
+
+import numpy as np
+
+
+class FrameError(ValueError):
+    """A frame's contents break the data model (wrong shape, dtype or non-finite pose)."""
+
+
+def _check_pose(pose: np.ndarray | None, what: str) -> np.ndarray | None:
+    if pose is None:
+        return None
+    pose = np.asarray(pose, dtype=np.float64)
+    if pose.shape != (4, 4):
+        raise FrameError(f"{what}: pose must be 4x4, got shape {pose.shape}")
+    if not np.all(np.isfinite(pose)):
+        raise FrameError(f"{what}: pose contains NaN or inf")
+    return pose
+
+
+@dataclass(frozen=True)
+class CameraIntrinsics:
+    """Pinhole intrinsics of an image of ``width`` × ``height`` pixels."""
+
+    fx: float
+    fy: float
+    cx: float
+    cy: float
+    width: int
+    height: int
+
+    def __post_init__(self) -> None:
+        if not (self.fx > 0 and self.fy > 0):
+            raise FrameError(f"focal lengths must be positive, got fx={self.fx}, fy={self.fy}")
+        if self.width <= 0 or self.height <= 0:
+            raise FrameError(f"image size must be positive, got {self.width}x{self.height}")
+
+    @property
+    def matrix(self) -> np.ndarray:
+        return np.array([[self.fx, 0.0, self.cx], [0.0, self.fy, self.cy], [0.0, 0.0, 1.0]])
+
+    @classmethod
+    def from_matrix(cls, k: np.ndarray, width: int, height: int) -> CameraIntrinsics:
+        k = np.asarray(k, dtype=np.float64)
+        if k.shape != (3, 3):
+            raise FrameError(f"intrinsic matrix must be 3x3, got shape {k.shape}")
+        return cls(float(k[0, 0]), float(k[1, 1]), float(k[0, 2]), float(k[1, 2]), int(width), int(height))
+
+    def scaled(self, factor: float) -> CameraIntrinsics:
+        """Intrinsics of the image resized by ``factor`` (pixel-centre convention)."""
+        return CameraIntrinsics(
+            self.fx * factor,
+            self.fy * factor,
+            (self.cx + 0.5) * factor - 0.5,
+            (self.cy + 0.5) * factor - 0.5,
+            round(self.width * factor),
+            round(self.height * factor),
+        )
+
+
+@dataclass
+class EventPacket:
+    """Events of one sensor over an interval: time (s), pixel x, y and polarity (+1 / -1)."""
+
+    t: np.ndarray
+    x: np.ndarray
+    y: np.ndarray
+    p: np.ndarray
+    width: int
+    height: int
+    timestamp: float = 0.0  # the packet's reference time, e.g. the end of its interval
+    index: int = 0
+    frame_id: str = "event_camera"
+
+    def __post_init__(self) -> None:
+        self.t = np.asarray(self.t, dtype=np.float64)
+        self.x = np.asarray(self.x, dtype=np.uint16)
+        self.y = np.asarray(self.y, dtype=np.uint16)
+        self.p = np.where(np.asarray(self.p) > 0, 1, -1).astype(np.int8)
+        n = self.t.shape[0]
+        if self.t.ndim != 1 or any(a.shape != (n,) for a in (self.x, self.y, self.p)):
+            raise FrameError(
+                f"event arrays must be 1-D and equally long, got t{self.t.shape} x{self.x.shape} "
+                f"y{self.y.shape} p{self.p.shape}"
+            )
+
+    def __len__(self) -> int:
+        return int(self.t.shape[0])
+
+
+@dataclass
+class RGBDFrame:
+    """One depth image (metres, float32, 0 = invalid) with optional registered colour."""
+
+    index: int
+    timestamp: float
+    depth: np.ndarray
+    intrinsics: CameraIntrinsics
+    color: np.ndarray | None = None  # H×W×3 uint8, RGB order
+    gt_pose: np.ndarray | None = None  # 4×4 camera-to-world ground truth
+    frame_id: str = "camera"
+    events: EventPacket | None = None  # events observed since the previous frame, when present
+    source_name: str = ""  # where it came from, for error messages (e.g. the depth file)
+
+    def __post_init__(self) -> None:
+        what = self.source_name or f"frame {self.index}"
+        depth = np.asarray(self.depth)
+        if depth.ndim != 2:
+            raise FrameError(f"{what}: depth must be H×W, got shape {depth.shape}")
+        if depth.shape != (self.intrinsics.height, self.intrinsics.width):
+            raise FrameError(
+                f"{what}: depth is {depth.shape[1]}x{depth.shape[0]} but the intrinsics say "
+                f"{self.intrinsics.width}x{self.intrinsics.height}"
+            )
+        depth = depth.astype(np.float32, copy=False)
+        if not np.all(np.isfinite(depth)):
+            depth = np.where(np.isfinite(depth), depth, 0.0).astype(np.float32)
+        self.depth = depth
+        if self.color is not None:
+            color = np.asarray(self.color)
+            if color.shape != (*depth.shape, 3) or color.dtype != np.uint8:
+                raise FrameError(
+                    f"{what}: colour must be {depth.shape[0]}x{depth.shape[1]}x3 uint8 to match the "
+                    f"depth, got shape {color.shape} dtype {color.dtype}"
+                )
+            self.color = color
+        self.gt_pose = _check_pose(self.gt_pose, what)
+
+
+@dataclass
+class LidarScan:
+    """One LiDAR sweep in the sensor frame.
+
+    ``point_times`` are seconds relative to ``timestamp`` (which instant of the sweep the timestamp
+    denotes is a property of the driver and is stated by it).
+    """
+
+    index: int
+    timestamp: float
+    points: np.ndarray  # N×3 float32
+    intensity: np.ndarray | None = None
+    point_times: np.ndarray | None = None
+    gt_pose: np.ndarray | None = None  # 4×4 sensor-to-world ground truth
+    frame_id: str = "lidar"
+    source_name: str = ""
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        what = self.source_name or f"scan {self.index}"
+        pts = np.asarray(self.points, dtype=np.float32)
+        if pts.ndim != 2 or pts.shape[1] != 3:
+            raise FrameError(f"{what}: points must be N×3, got shape {pts.shape}")
+        n = pts.shape[0]
+        for name in ("intensity", "point_times"):
+            arr = getattr(self, name)
+            if arr is not None:
+                arr = np.asarray(arr, dtype=np.float32)
+                if arr.shape != (n,):
+                    raise FrameError(f"{what}: {name} must have shape ({n},), got {arr.shape}")
+                setattr(self, name, arr)
+        self.points = pts
+        self.gt_pose = _check_pose(self.gt_pose, what)
+
+
+Frame = Union[RGBDFrame, LidarScan, EventPacket]
