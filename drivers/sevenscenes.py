@@ -47,6 +47,9 @@ class SevenScenesSource(SequenceSource):
             k = read_matrix(k_file, (3, 3)) if k_file.exists() else DEFAULT_K
         except FrameDecodeError as exc:
             raise SourceError(str(exc)) from exc
+        if not (k[0, 0] > 0 and k[1, 1] > 0):
+            # caught here: at decode time a bad K would make every frame fail, one by one
+            raise SourceError(f"{k_file}: focal lengths must be positive, got fx={k[0, 0]}, fy={k[1, 1]}")
         self._k = k
         self._intrinsics: CameraIntrinsics | None = None
 
@@ -62,6 +65,13 @@ class SevenScenesSource(SequenceSource):
         if self._intrinsics is None:
             # the first decodable frame fixes the image size; later frames must match it
             self._intrinsics = CameraIntrinsics.from_matrix(self._k, depth.shape[1], depth.shape[0])
+        intr = self._intrinsics
+        if depth.shape != (intr.height, intr.width):
+            # checked before the colour so that the message is about the depth image's size
+            raise FrameDecodeError(
+                f"{depth_path}: depth is {depth.shape[1]}x{depth.shape[0]}, the sequence's images are "
+                f"{intr.width}x{intr.height}"
+            )
         color = None
         color_path = self._path(entry, "color.jpg")
         if self.load_color and color_path.exists():
