@@ -25,6 +25,9 @@ from slam.baseline import Open3DOdometryTracker, TSDFMapper
 from slam.config import SLAMConfig
 from slam.engine import Engine, TrackingResult
 from slam.frames import Frame, RGBDFrame
+from slam.mapping import Mapper
+from slam.neural_map import NeuralSDFMap
+from slam.tracking import Tracker
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +65,10 @@ def open_configured_source(cfg: SLAMConfig) -> Source:
 
 
 def build_engine(cfg: SLAMConfig) -> Engine:
-    return Engine(Open3DOdometryTracker(cfg.tracker), TSDFMapper(cfg.mapper))
+    if cfg.pipeline == "baseline":
+        return Engine(Open3DOdometryTracker(cfg.baseline.odometry), TSDFMapper(cfg.baseline.tsdf))
+    neural_map = NeuralSDFMap(cfg.map)
+    return Engine(Tracker(neural_map, cfg.tracker, seed=cfg.seed), Mapper(neural_map, cfg.mapper, seed=cfg.seed))
 
 
 def peak_rss_mb() -> float:
@@ -159,12 +165,15 @@ def trajectory_accuracy(rec: TrajectoryRecorder) -> dict[str, float | None]:
     keep = np.isin(np.array(rec.timestamps), gt_t)
     est = Trajectory(np.array(rec.timestamps)[keep], np.array(rec.poses)[keep])
     ref = Trajectory(gt_t, np.array(rec.gt_poses))
-    out: dict[str, float | None] = {
-        "ate_rmse_m": round(ate(ref, est, align="none").rmse, 6),
-        "ate_rmse_aligned_m": round(ate(ref, est, align="se3").rmse, 6),
-    }
-    try:
-        out["rpe_trans_1s_m"] = round(rpe(ref, est, delta=1.0, unit="seconds").trans.rmse, 6)
-    except ValueError:  # shorter than one second
-        out["rpe_trans_1s_m"] = None
+    out: dict[str, float | None] = {"ate_rmse_m": None, "ate_rmse_aligned_m": None, "rpe_trans_1s_m": None}
+    # each metric on its own: too few or collinear poses make one undefined, not the others
+    for key, fn in (
+        ("ate_rmse_m", lambda: ate(ref, est, align="none").rmse),
+        ("ate_rmse_aligned_m", lambda: ate(ref, est, align="se3").rmse),
+        ("rpe_trans_1s_m", lambda: rpe(ref, est, delta=1.0, unit="seconds").trans.rmse),
+    ):
+        try:
+            out[key] = round(float(fn()), 6)
+        except ValueError as exc:  # TrajectoryError is a ValueError too
+            log.info("%s undefined for this run: %s", key, exc)
     return out
