@@ -20,9 +20,6 @@ class _Strict(BaseModel):
 
 
 class OdometryTrackerConfig(_Strict):
-    kind: Literal["open3d-odometry"] = Field(
-        "open3d-odometry", description="tracker: open3d-odometry (frame-to-frame RGB-D baseline)"
-    )
     method: Literal["hybrid", "point_to_plane", "intensity"] = Field(
         "hybrid", description="odometry residual: hybrid (depth + intensity), point_to_plane or intensity"
     )
@@ -36,11 +33,17 @@ class OdometryTrackerConfig(_Strict):
 
 
 class TSDFMapperConfig(_Strict):
-    kind: Literal["open3d-tsdf"] = Field("open3d-tsdf", description="mapper: open3d-tsdf (TSDF fusion baseline)")
     voxel_size: float = Field(0.02, gt=0, description="TSDF voxel size (m)")
     sdf_trunc: float = Field(0.08, gt=0, description="truncation distance (m)")
     depth_max: float = Field(4.0, gt=0, description="ignore depth beyond this (m)")
     every: int = Field(1, ge=1, description="integrate every n-th tracked frame")
+
+
+class BaselineConfig(_Strict):
+    odometry: OdometryTrackerConfig = Field(
+        default_factory=OdometryTrackerConfig, description="frame-to-frame RGB-D odometry"
+    )
+    tsdf: TSDFMapperConfig = Field(default_factory=TSDFMapperConfig, description="TSDF fusion")
 
 
 class Open3DOdometryTracker:

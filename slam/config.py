@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from slam.baseline import OdometryTrackerConfig, TSDFMapperConfig
+from slam.baseline import BaselineConfig
+from slam.mapping import MapperConfig
+from slam.neural_map import NeuralMapConfig
+from slam.tracking import TrackerConfig
 
 
 class ConfigError(ValueError):
@@ -55,10 +58,15 @@ class SLAMConfig(StrictModel):
     """Everything one run needs. `slam config dump` prints the defaults."""
 
     source: SourceConfig = Field(default_factory=SourceConfig, description="where frames come from")
-    tracker: OdometryTrackerConfig = Field(
-        default_factory=OdometryTrackerConfig, description="camera tracking"
+    pipeline: Literal["neural", "baseline"] = Field(
+        "neural", description="neural: SDF map + tracker + mapper; baseline: Open3D odometry + TSDF fusion"
     )
-    mapper: TSDFMapperConfig = Field(default_factory=TSDFMapperConfig, description="map building")
+    map: NeuralMapConfig = Field(default_factory=NeuralMapConfig, description="the neural SDF map")
+    tracker: TrackerConfig = Field(default_factory=TrackerConfig, description="frame-to-map tracking")
+    mapper: MapperConfig = Field(default_factory=MapperConfig, description="online map fitting")
+    baseline: BaselineConfig = Field(
+        default_factory=BaselineConfig, description="the classical pipeline (pipeline: baseline)"
+    )
     output: OutputConfig = Field(default_factory=OutputConfig, description="what a run writes")
     seed: int = Field(0, description="seed for every random choice of the run (sampling, noise)")
 

@@ -44,11 +44,11 @@ def test_unknown_key_names_full_path(tmp_path):
 
 def test_wrong_type_names_key_and_reason(tmp_path):
     bad = tmp_path / "bad.yaml"
-    bad.write_text("mapper:\n  voxel_size: big\nsource:\n  stride: 0\n")
+    bad.write_text("map:\n  voxel_size: big\nsource:\n  stride: 0\n")
     with pytest.raises(ConfigError) as info:
         load_config(bad)
     msg = str(info.value)
-    assert "mapper.voxel_size: Input should be a valid number" in msg
+    assert "map.voxel_size: Input should be a valid number" in msg
     assert "source.stride: Input should be greater than or equal to 1" in msg
 
 
@@ -71,10 +71,10 @@ def test_not_yaml_and_not_a_mapping(tmp_path):
 
 def test_overrides_take_precedence_and_parse_as_yaml(tmp_path):
     f = tmp_path / "c.yaml"
-    f.write_text("tracker:\n  depth_max: 3.0\n  iterations: [4, 2]\n")
+    f.write_text("tracker:\n  depth_max: 3.0\nbaseline:\n  odometry:\n    iterations: [4, 2]\n")
     cfg = load_config(f, parse_overrides(["tracker.depth_max=2.5", "output.save_mesh=false"]))
     assert cfg.tracker.depth_max == 2.5
-    assert cfg.tracker.iterations == [4, 2]
+    assert cfg.baseline.odometry.iterations == [4, 2]
     assert cfg.output.save_mesh is False
     with pytest.raises(ConfigError, match="expected KEY=VALUE"):
         parse_overrides(["tracker.depth_max"])

@@ -1,0 +1,330 @@
+"""Mapper: fits the neural SDF to depth (and colour) observations.
+
+Each tracked frame allocates the voxels around its surface points. Keyframes (by motion, or when the
+frame sees little of the map) are kept as sparse sets of camera rays with their depth and colour. A
+mapping step draws a few thousand rays, half from the current frame and half from random keyframes
+so the map does not forget, and places samples along each ray:
+
+- near the surface (|δ| < truncation): the target is the point-to-plane distance δ·|n·d| (δ along the
+  ray, n the surface normal from the depth image, d the ray direction), which is the true SDF for a
+  locally planar surface where the raw along-ray δ would overestimate it on oblique surfaces;
+- in free space, between the camera and the surface: the SDF is at least the truncation, so
+  predictions below it are penalised, predictions above are not;
+- an eikonal term keeps |∇SDF| near 1 on a subset of near-surface samples, and a colour term fits the
+  colour head at the surface.
+
+Embeddings are updated with SparseAdam (only the rows a step touched), the decoders with Adam.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from slam.frames import RGBDFrame
+from slam.geometry import rotation_angle
+from slam.neural_map import NeuralSDFMap
+
+
+class MapperConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    iterations: int = Field(2, ge=0, description="optimizer steps per tracked frame")
+    first_frame_iterations: int = Field(60, ge=0, description="optimizer steps on the first frame")
+    rays: int = Field(2048, ge=64, description="rays drawn per step (current frame and keyframes)")
+    current_fraction: float = Field(0.5, ge=0, le=1, description="share of each step's rays from the current frame")
+    surface_samples: int = Field(3, ge=1, description="samples per ray within the truncation band")
+    free_samples: int = Field(1, ge=0, description="samples per ray in free space before the surface")
+    truncation: float = Field(0.08, gt=0, description="truncation band half-width (m)")
+    eikonal_weight: float = Field(0.05, ge=0, description="weight of the |grad| = 1 term")
+    eikonal_samples: int = Field(1024, ge=0, description="near-surface samples that carry the eikonal term")
+    free_weight: float = Field(0.5, ge=0, description="weight of the free-space term")
+    color_weight: float = Field(0.1, ge=0, description="weight of the colour term")
+    lr_embeddings: float = Field(1e-2, gt=0, description="learning rate of the voxel embeddings")
+    lr_decoder: float = Field(2e-3, gt=0, description="learning rate of the decoders")
+    freeze_decoder_after: int = Field(
+        30, ge=0, description="frames after which the shared decoder stops learning (0 = never): a decoder "
+        "that keeps changing moves the surface everywhere at once, which the tracker sees as drift",
+    )
+    keyframe_translation: float = Field(0.10, gt=0, description="new keyframe after this much motion (m)")
+    keyframe_rotation_deg: float = Field(10.0, gt=0, description="new keyframe after this much rotation (deg)")
+    keyframe_rays: int = Field(4000, ge=100, description="rays kept per keyframe")
+    pixel_stride: int = Field(2, ge=1, description="depth pixel stride when collecting rays")
+    depth_min: float = Field(0.1, ge=0, description="ignore depth below this (m)")
+    depth_max: float = Field(4.0, gt=0, description="ignore depth beyond this (m)")
+    allocate_dilation: int = Field(1, ge=0, description="voxels allocated around each observed point")
+
+
+@dataclass
+class RaySet:
+    """Observed rays of one frame in its camera frame: unit directions, depth along z, normals, colour."""
+
+    dirs: torch.Tensor  # N×3, unit
+    ray_depth: torch.Tensor  # N, distance along the ray to the surface (m)
+    cos: torch.Tensor  # N, |n·d| at the surface (point-to-plane factor)
+    color: torch.Tensor | None  # N×3 in [0, 1]
+    pose: np.ndarray  # 4×4 camera-to-world
+
+    def __len__(self) -> int:
+        return int(self.dirs.shape[0])
+
+
+def normals_from_depth(depth: np.ndarray, fx: float, fy: float, cx: float, cy: float) -> np.ndarray:
+    """Per-pixel camera-frame normals (H×W×3, zero where undefined) from central differences."""
+    h, w = depth.shape
+    us, vs = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    pts = np.stack([(us - cx) / fx * depth, (vs - cy) / fy * depth, depth], axis=-1)
+    dx = np.zeros_like(pts)
+    dy = np.zeros_like(pts)
+    dx[:, 1:-1] = pts[:, 2:] - pts[:, :-2]
+    dy[1:-1] = pts[2:] - pts[:-2]
+    n = np.cross(dx, dy)
+    norm = np.linalg.norm(n, axis=-1, keepdims=True)
+    ok = (norm[..., 0] > 1e-12) & (depth > 0)
+    ok[:, 1:-1] &= (depth[:, 2:] > 0) & (depth[:, :-2] > 0)
+    ok[1:-1] &= (depth[2:] > 0) & (depth[:-2] > 0)
+    # a large depth jump between neighbours is an edge, not a surface
+    jump = np.zeros_like(depth, dtype=bool)
+    jump[:, 1:-1] |= np.abs(depth[:, 2:] - depth[:, :-2]) > 0.05 * np.maximum(depth[:, 1:-1], 1e-3) * 2
+    jump[1:-1] |= np.abs(depth[2:] - depth[:-2]) > 0.05 * np.maximum(depth[1:-1], 1e-3) * 2
+    ok &= ~jump
+    n = np.where(ok[..., None], n / np.maximum(norm, 1e-12), 0.0)
+    return n.astype(np.float32)
+
+
+def frame_rays(frame: RGBDFrame, pose: np.ndarray, cfg: MapperConfig, rng: np.random.Generator, limit: int | None):
+    """The frame's valid rays (subsampled to ``limit``) as a RaySet."""
+    intr = frame.intrinsics
+    s = cfg.pixel_stride
+    depth = frame.depth[::s, ::s]
+    normals = normals_from_depth(depth, intr.fx / s, intr.fy / s, (intr.cx + 0.5) / s - 0.5, (intr.cy + 0.5) / s - 0.5)
+    vs, us = np.nonzero((depth > cfg.depth_min) & (depth < cfg.depth_max) & (np.abs(normals).sum(-1) > 0))
+    if limit is not None and vs.size > limit:
+        pick = rng.choice(vs.size, limit, replace=False)
+        vs, us = vs[pick], us[pick]
+    z = depth[vs, us]
+    u_full, v_full = us * s, vs * s
+    d = np.stack([(u_full - intr.cx) / intr.fx, (v_full - intr.cy) / intr.fy, np.ones_like(z)], axis=1)
+    norm = np.linalg.norm(d, axis=1)
+    dirs = d / norm[:, None]
+    n = normals[vs, us]
+    cos = np.abs((n * dirs).sum(1))
+    color = None
+    if frame.color is not None:
+        color = torch.from_numpy(frame.color[v_full, u_full].astype(np.float32) / 255.0)
+    return RaySet(
+        torch.from_numpy(dirs.astype(np.float32)),
+        torch.from_numpy((z * norm).astype(np.float32)),
+        torch.from_numpy(np.clip(cos, 0.2, 1.0).astype(np.float32)),
+        color,
+        pose.copy(),
+    )
+
+
+class Mapper:
+    """Online fitting of a NeuralSDFMap; call ``integrate`` with each tracked frame."""
+
+    name = "neural-sdf-mapper"
+
+    def __init__(self, neural_map: NeuralSDFMap, config: MapperConfig | None = None, seed: int = 0) -> None:
+        self.map = neural_map
+        self.cfg = config or MapperConfig()
+        self.rng = np.random.default_rng(seed)
+        self.gen = torch.Generator().manual_seed(seed)
+        self.keyframes: list[RaySet] = []
+        self.frames_integrated = 0
+        self._emb_opt: torch.optim.SparseAdam | None = None
+        self._dec_opt = torch.optim.Adam(
+            [p for n, p in neural_map.named_parameters() if not n.startswith("embeddings")], lr=self.cfg.lr_decoder
+        )
+        self.last_loss: dict[str, float] = {}
+        from slam.meshing import BlockMesher
+
+        self.mesher = BlockMesher(neural_map)
+
+    # -- keyframes -----------------------------------------------------------------------------
+    def is_keyframe(self, pose: np.ndarray) -> bool:
+        if not self.keyframes:
+            return True
+        last = self.keyframes[-1].pose
+        rel = np.linalg.inv(last) @ pose
+        return bool(
+            np.linalg.norm(rel[:3, 3]) > self.cfg.keyframe_translation
+            or np.degrees(rotation_angle(rel[:3, :3])) > self.cfg.keyframe_rotation_deg
+        )
+
+    # -- per frame -----------------------------------------------------------------------------
+    def integrate(self, frame: RGBDFrame, pose: np.ndarray) -> None:
+        cfg = self.cfg
+        current = frame_rays(frame, pose, cfg, self.rng, limit=max(cfg.keyframe_rays, cfg.rays))
+        if len(current) == 0:
+            return
+        self._allocate(current)
+        if self.is_keyframe(pose):
+            keep = current if len(current) <= cfg.keyframe_rays else _subset(current, cfg.keyframe_rays, self.rng)
+            self.keyframes.append(keep)
+        steps = cfg.first_frame_iterations if self.frames_integrated == 0 else cfg.iterations
+        for _ in range(steps):
+            self.step(current)
+        self.frames_integrated += 1
+
+    def _allocate(self, rays: RaySet) -> None:
+        pts = _surface_points(rays)
+        self.map.allocate(pts, dilate=self.cfg.allocate_dilation)
+        self.mesher.mark_dirty(pts)
+        self._sync_embedding_optimizer()
+
+    def _sync_embedding_optimizer(self) -> None:
+        """SparseAdam keeps per-row moments; pad them when the embeddings grew (new rows start at 0)."""
+        params = list(self.map.embeddings)
+        if self._emb_opt is None:
+            self._emb_opt = torch.optim.SparseAdam(params, lr=self.cfg.lr_embeddings)
+            return
+        old_group = self._emb_opt.param_groups[0]["params"]
+        if all(a is b for a, b in zip(old_group, params)):
+            return
+        new_state = {}
+        for old, new in zip(old_group, params):
+            st = self._emb_opt.state.get(old)
+            if st:
+                extra = new.shape[0] - old.shape[0]
+                pad = torch.zeros(extra, new.shape[1], dtype=new.dtype, device=new.device)
+                new_state[new] = {
+                    "step": st["step"],
+                    "exp_avg": torch.cat([st["exp_avg"], pad]),
+                    "exp_avg_sq": torch.cat([st["exp_avg_sq"], pad]),
+                }
+        self._emb_opt = torch.optim.SparseAdam(params, lr=self.cfg.lr_embeddings)
+        for p, st in new_state.items():
+            self._emb_opt.state[p] = st
+
+    # -- one optimizer step --------------------------------------------------------------------
+    def step(self, current: RaySet) -> float:
+        cfg = self.cfg
+        n_cur = cfg.rays if not self.keyframes else int(cfg.rays * cfg.current_fraction)
+        batches = [_subset(current, n_cur, self.rng)] if n_cur else []
+        if self.keyframes:
+            n_kf = cfg.rays - n_cur
+            which = self.rng.integers(0, len(self.keyframes), size=n_kf)
+            for k in np.unique(which):
+                batches.append(_subset(self.keyframes[k], int((which == k).sum()), self.rng))
+        world_o, world_d, depth, cos, color = _to_world(batches)
+
+        n = depth.shape[0]
+        t = cfg.truncation
+        # near-surface samples: offsets along the ray within ±t of the surface
+        off = (torch.rand(n, cfg.surface_samples, generator=self.gen) * 2 - 1) * t
+        s_dist = depth[:, None] + off
+        s_target = (-off) * cos[:, None]
+        near_x = world_o[:, None, :] + world_d[:, None, :] * s_dist[..., None]
+        near_x = near_x.reshape(-1, 3)
+        s_target = s_target.reshape(-1)
+        xs = [near_x]
+        # free-space samples: between the camera (from 0.1 m) and the band
+        if cfg.free_samples:
+            frac = torch.rand(n, cfg.free_samples, generator=self.gen)
+            f_dist = 0.1 + frac * (depth[:, None] - t - 0.1).clamp_min(0)
+            free_x = (world_o[:, None, :] + world_d[:, None, :] * f_dist[..., None]).reshape(-1, 3)
+            xs.append(free_x)
+        x = torch.cat(xs)
+        n_eik = min(cfg.eikonal_samples, near_x.shape[0]) if cfg.eikonal_weight > 0 else 0
+        x_eik = near_x[:n_eik].clone().requires_grad_(True)
+        x_all = torch.cat([x_eik, x[n_eik:]]) if n_eik else x
+
+        n_near = near_x.shape[0]
+        # record_hits: the space these samples fit counts as fitted (the tracker trusts only such space)
+        feats, valid = self.map.features(x_all, sparse_grad=True, record_hits=True)
+        sdf = self.map.decode_sdf(feats)
+        near_sdf, near_valid = sdf[:n_near], valid[:n_near]
+        loss_sdf = _masked_mean((near_sdf - s_target).abs(), near_valid)
+        loss = loss_sdf
+        losses = {"sdf": loss_sdf.item()}
+        if cfg.free_samples:
+            free_sdf, free_valid = sdf[n_near:], valid[n_near:]
+            # every point between the camera and the observed surface is free, so its SDF is positive;
+            # a larger margin (say the truncation) would be wrong for rays grazing a surface, whose
+            # perpendicular distance to it is much smaller than the distance along the ray
+            loss_free = _masked_mean(torch.relu(-free_sdf), free_valid)
+            loss = loss + cfg.free_weight * loss_free
+            losses["free"] = loss_free.item()
+        if n_eik:
+            (grad,) = torch.autograd.grad(sdf[:n_eik].sum(), x_eik, create_graph=True)
+            loss_eik = _masked_mean((grad.norm(dim=1) - 1.0) ** 2, valid[:n_eik])
+            loss = loss + cfg.eikonal_weight * loss_eik
+            losses["eikonal"] = loss_eik.item()
+        if color is not None and self.map.color_head is not None and cfg.color_weight > 0:
+            # colour at the surface: the sample nearest to it along each ray is the first of
+            # the near-surface samples shifted to δ = 0, evaluated separately
+            surf = world_o + world_d * depth[:, None]
+            f_s, v_s = self.map.features(surf, sparse_grad=True)
+            rgb = self.map.decode_color(f_s)
+            loss_rgb = _masked_mean((rgb - color).abs().mean(dim=1), v_s)
+            loss = loss + cfg.color_weight * loss_rgb
+            losses["color"] = loss_rgb.item()
+
+        self._dec_opt.zero_grad(set_to_none=True)
+        assert self._emb_opt is not None
+        self._emb_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        train_decoder = not (0 < cfg.freeze_decoder_after <= self.frames_integrated)
+        with self.map.writing():
+            self._emb_opt.step()
+            if train_decoder:
+                self._dec_opt.step()
+        losses["total"] = loss.item()
+        self.last_loss = losses
+        return losses["total"]
+
+    def extract_mesh(self):
+        """The map's mesh (open3d); only blocks observed since the last call are re-meshed."""
+        if self.frames_integrated == 0:
+            return None
+        self.mesher.update()
+        return self.mesher.to_open3d()
+
+    def map_bytes(self) -> int:
+        return self.map.map_bytes()
+
+
+def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    m = mask.to(values.dtype)
+    return (values * m).sum() / m.sum().clamp_min(1.0)
+
+
+def _subset(rays: RaySet, n: int, rng: np.random.Generator) -> RaySet:
+    if n >= len(rays):
+        return rays
+    idx = torch.from_numpy(rng.choice(len(rays), n, replace=False))
+    return RaySet(
+        rays.dirs[idx], rays.ray_depth[idx], rays.cos[idx], None if rays.color is None else rays.color[idx], rays.pose
+    )
+
+
+def _to_world(batches: list[RaySet]):
+    origins, dirs, depth, cos, colors = [], [], [], [], []
+    with_color = all(b.color is not None for b in batches)
+    for b in batches:
+        rot = torch.from_numpy(b.pose[:3, :3].astype(np.float32))
+        trans = torch.from_numpy(b.pose[:3, 3].astype(np.float32))
+        origins.append(trans.expand(len(b), 3))
+        dirs.append(b.dirs @ rot.T)
+        depth.append(b.ray_depth)
+        cos.append(b.cos)
+        if with_color:
+            colors.append(b.color)
+    return (
+        torch.cat(origins),
+        torch.cat(dirs),
+        torch.cat(depth),
+        torch.cat(cos),
+        torch.cat(colors) if with_color else None,
+    )
+
+
+def _surface_points(rays: RaySet) -> torch.Tensor:
+    rot = torch.from_numpy(rays.pose[:3, :3].astype(np.float32))
+    trans = torch.from_numpy(rays.pose[:3, 3].astype(np.float32))
+    return (rays.dirs * rays.ray_depth[:, None]) @ rot.T + trans

@@ -1,0 +1,177 @@
+"""Sparse voxel grid of corner embeddings with no scene bound, vectorised lookups in torch.
+
+Voxels are grouped in blocks of ``block`` ³ voxels. A sorted tensor of block keys is searched once per
+query point (``torch.searchsorted``); each block owns a dense table of its (block + 1)³ corner indices
+into one shared embedding matrix, so all eight corners of the voxel a point falls in are read from one
+table. Corners on block faces are shared with the neighbour block through the same embedding row, so
+the interpolated field is continuous across blocks.
+
+Allocation (new blocks and corners) is the slow path: it runs when the mapper sees new space, not per
+query. Coordinates are packed into int64 keys: 21 bits per axis, about ±10⁶ voxels.
+"""
+
+from __future__ import annotations
+
+import torch
+
+_BITS = 21
+_OFFSET = 1 << (_BITS - 1)
+_MASK = (1 << _BITS) - 1
+
+
+def pack_keys(ijk: torch.Tensor) -> torch.Tensor:
+    """N×3 int64 integer coordinates to N int64 keys (order-preserving in x, then y, then z)."""
+    v = ijk.to(torch.int64) + _OFFSET
+    return (v[:, 0] << (2 * _BITS)) | (v[:, 1] << _BITS) | v[:, 2]
+
+
+def unpack_keys(keys: torch.Tensor) -> torch.Tensor:
+    x = (keys >> (2 * _BITS)) & _MASK
+    y = (keys >> _BITS) & _MASK
+    z = keys & _MASK
+    return torch.stack([x, y, z], dim=1) - _OFFSET
+
+
+# the 8 corners of a unit cube, in the bit order (x, y, z) used for trilinear weights
+CORNERS = torch.tensor([[i >> 2 & 1, i >> 1 & 1, i & 1] for i in range(8)], dtype=torch.int64)
+
+
+class SparseVoxelGrid:
+    """One resolution level: voxel size, blocks of corner indices, and the corner-embedding count."""
+
+    def __init__(self, voxel_size: float, block: int = 8, device: torch.device | str = "cpu") -> None:
+        self.voxel_size = float(voxel_size)
+        self.block = int(block)
+        self.device = torch.device(device)
+        self.block_keys = torch.empty(0, dtype=torch.int64, device=self.device)  # sorted
+        self.block_tables = torch.empty(0, *(self.block + 1,) * 3, dtype=torch.int64, device=self.device)
+        self.corner_keys = torch.empty(0, dtype=torch.int64, device=self.device)  # sorted
+        self.corner_rows = torch.empty(0, dtype=torch.int64, device=self.device)  # row of each sorted key
+        self.num_corners = 0
+
+    # -- queries -------------------------------------------------------------------------------
+    def locate(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """For N×3 world points: the 8 corner rows (N×8, -1 where unallocated), trilinear weights (N×8)
+        and whether the point's voxel is allocated (N, bool). Differentiable in ``points`` (weights)."""
+        scaled = points / self.voxel_size
+        voxel = torch.floor(scaled.detach()).to(torch.int64)
+        frac = scaled - voxel.to(scaled.dtype)  # gradients flow through frac
+        n_pts = points.shape[0]
+        rows = torch.full((n_pts, 8), -1, dtype=torch.int64, device=points.device)
+        if self.block_keys.numel():
+            block = torch.div(voxel, self.block, rounding_mode="floor")
+            local = voxel - block * self.block
+            keys = pack_keys(block)
+            pos = torch.searchsorted(self.block_keys, keys).clamp_max(self.block_keys.numel() - 1)
+            hit = self.block_keys[pos] == keys
+            n = self.block + 1
+            # one flat gather: table entry of corner c = base + (cx·n² + cy·n + cz)
+            base = pos * n**3 + (local * torch.tensor([n * n, n, 1], device=points.device)).sum(dim=1)
+            flat = self.block_tables.view(-1)
+            idx = base[:, None] + self._corner_offsets(n, points.device)[None, :]
+            rows = torch.where(hit[:, None], flat[idx], rows)
+        found = (rows >= 0).all(dim=1)
+        one = 1.0 - frac
+        wx = torch.stack([one[:, 0], frac[:, 0]], dim=1)
+        wy = torch.stack([one[:, 1], frac[:, 1]], dim=1)
+        wz = torch.stack([one[:, 2], frac[:, 2]], dim=1)
+        weights = (wx[:, :, None, None] * wy[:, None, :, None] * wz[:, None, None, :]).reshape(n_pts, 8)
+        return rows, weights, found
+
+    _offsets_cache: dict = {}
+
+    @classmethod
+    def _corner_offsets(cls, n: int, device: torch.device) -> torch.Tensor:
+        key = (n, str(device))
+        if key not in cls._offsets_cache:
+            c = CORNERS.to(device)
+            cls._offsets_cache[key] = c[:, 0] * n * n + c[:, 1] * n + c[:, 2]
+        return cls._offsets_cache[key]
+
+    # -- allocation ----------------------------------------------------------------------------
+    def voxels_of(self, points: torch.Tensor) -> torch.Tensor:
+        return torch.floor(points / self.voxel_size).to(torch.int64)
+
+    def allocate_voxels(self, voxels: torch.Tensor) -> int:
+        """Make sure every voxel in the M×3 integer tensor has its 8 corners; returns corners added.
+
+        Only the block containing a voxel needs that voxel's corner entries (``locate`` reads all 8
+        corners from the table of the point's own block); a corner shared with a voxel of another
+        block gets the same row there when that voxel is allocated.
+        """
+        if voxels.numel() == 0:
+            return 0
+        # unique over packed int64 keys: much faster than torch.unique(dim=0) on rows
+        voxels = unpack_keys(torch.unique(pack_keys(voxels.to(self.device))))
+        corners = (voxels[:, None, :] + CORNERS.to(self.device)[None]).reshape(-1, 3)
+        added = self._add_corners(unpack_keys(torch.unique(pack_keys(corners))))
+        blocks = torch.div(voxels, self.block, rounding_mode="floor")
+        self._add_blocks(torch.unique(pack_keys(blocks)))
+        pos = torch.searchsorted(self.block_keys, pack_keys(blocks)).repeat_interleave(8)
+        local = corners - blocks.repeat_interleave(8, dim=0) * self.block
+        self.block_tables[pos, local[:, 0], local[:, 1], local[:, 2]] = self.corner_row(corners)
+        return added
+
+    def _add_corners(self, corners: torch.Tensor) -> int:
+        keys = pack_keys(corners)
+        if self.corner_keys.numel():
+            pos = torch.searchsorted(self.corner_keys, keys).clamp_max(self.corner_keys.numel() - 1)
+            new = keys[self.corner_keys[pos] != keys]
+        else:
+            new = keys
+        if new.numel() == 0:
+            return 0
+        rows = torch.arange(self.num_corners, self.num_corners + new.numel(), device=self.device)
+        all_keys = torch.cat([self.corner_keys, new])
+        all_rows = torch.cat([self.corner_rows, rows])
+        order = torch.argsort(all_keys)
+        self.corner_keys, self.corner_rows = all_keys[order], all_rows[order]
+        self.num_corners += int(new.numel())
+        return int(new.numel())
+
+    def corner_row(self, corners: torch.Tensor) -> torch.Tensor:
+        """Rows of the M×3 corners (-1 where not allocated)."""
+        if self.corner_keys.numel() == 0:
+            return torch.full((corners.shape[0],), -1, dtype=torch.int64, device=self.device)
+        keys = pack_keys(corners)
+        pos = torch.searchsorted(self.corner_keys, keys).clamp_max(self.corner_keys.numel() - 1)
+        return torch.where(self.corner_keys[pos] == keys, self.corner_rows[pos], torch.full_like(pos, -1))
+
+    def _add_blocks(self, keys: torch.Tensor) -> None:
+        if self.block_keys.numel():
+            pos = torch.searchsorted(self.block_keys, keys).clamp_max(self.block_keys.numel() - 1)
+            keys = keys[self.block_keys[pos] != keys]
+        if keys.numel() == 0:
+            return
+        n = self.block + 1
+        tables = torch.full((keys.numel(), n, n, n), -1, dtype=torch.int64, device=self.device)
+        all_keys = torch.cat([self.block_keys, keys])
+        order = torch.argsort(all_keys)
+        self.block_keys = all_keys[order]
+        self.block_tables = torch.cat([self.block_tables, tables])[order]
+
+    @property
+    def num_blocks(self) -> int:
+        return int(self.block_keys.numel())
+
+    def block_origins(self) -> torch.Tensor:
+        """World coordinates of each block's minimum corner (num_blocks × 3)."""
+        return unpack_keys(self.block_keys).to(torch.float32) * (self.block * self.voxel_size)
+
+    def state_dict(self) -> dict[str, torch.Tensor | float | int]:
+        return {
+            "voxel_size": self.voxel_size,
+            "block": self.block,
+            "block_keys": self.block_keys,
+            "block_tables": self.block_tables,
+            "corner_keys": self.corner_keys,
+            "corner_rows": self.corner_rows,
+            "num_corners": self.num_corners,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.voxel_size = float(state["voxel_size"])
+        self.block = int(state["block"])
+        for name in ("block_keys", "block_tables", "corner_keys", "corner_rows"):
+            setattr(self, name, state[name].to(self.device))
+        self.num_corners = int(state["num_corners"])
