@@ -45,6 +45,20 @@ class NeuralMapConfig(BaseModel):
     init_std: float = Field(1e-3, ge=0, description="std of freshly allocated embeddings")
 
 
+def build_map(config: NeuralMapConfig | None = None) -> NeuralSDFMap:
+    """The map for this machine: tinycudann's hash grid when CUDA and tinycudann import (or when
+    ``backend: tcnn``), the pure-torch sparse voxel embeddings otherwise."""
+    cfg = config or NeuralMapConfig()
+    use_tcnn = cfg.backend == "tcnn" or (cfg.backend == "auto" and cfg.device != "cpu" and tcnn_available())
+    if use_tcnn:
+        if not tcnn_available():
+            raise RuntimeError("map.backend is 'tcnn' but CUDA or the tinycudann package is not available")
+        from slam.tcnn_map import TcnnSDFMap
+
+        return TcnnSDFMap(cfg)
+    return NeuralSDFMap(cfg)
+
+
 def select_device(choice: str) -> torch.device:
     if choice == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -85,6 +99,10 @@ class NeuralSDFMap(nn.Module):
     """Sparse voxel embeddings + MLP decoder; the one piece of state tracking and mapping share."""
 
     backend_name = "torch-sparse-voxels"
+    #: embeddings get sparse gradients (SparseAdam updates only the rows a step touched)
+    sparse_embeddings = True
+    #: autograd can differentiate the spatial gradient again (eikonal term by double backward)
+    supports_double_backward = True
 
     def __init__(self, config: NeuralMapConfig | None = None) -> None:
         super().__init__()
@@ -162,19 +180,30 @@ class NeuralSDFMap(nn.Module):
         for level, (grid, emb) in enumerate(zip(self.grids, self.embeddings)):
             rows, weights, found = grid.locate(points)
             valid &= found
-            if level == 0 and (min_hits > 0 or record_hits):
-                safe_rows = rows[found]
-                if min_hits > 0:
-                    valid &= torch.zeros_like(found).masked_scatter(
-                        found, (self.hits[safe_rows] >= min_hits).all(dim=1)
-                    )
-                if record_hits:
-                    self.hits.index_add_(0, safe_rows.reshape(-1), torch.ones_like(safe_rows.reshape(-1), dtype=torch.int32))
+            if level == 0:
+                valid &= self._fitted(rows, found, min_hits, record_hits)
+            if emb.shape[0] == 0:  # nothing allocated yet: zero features, every point invalid
+                feats.append(torch.zeros(points.shape[0], emb.shape[1], device=points.device, dtype=points.dtype))
+                continue
             safe = rows.clamp_min(0)
             corner = F.embedding(safe, emb, sparse=sparse_grad)  # N×8×F
             w = weights * (rows >= 0).to(weights.dtype)
             feats.append((corner * w[..., None]).sum(dim=1))
         return torch.cat(feats, dim=1), valid
+
+    def _fitted(self, rows: torch.Tensor, found: torch.Tensor, min_hits: int, record_hits: bool) -> torch.Tensor:
+        """Points (by their finest-level corner rows) fitted at least ``min_hits`` times; with
+        ``record_hits`` these points count as fitted once more."""
+        ok = torch.ones_like(found)
+        if min_hits <= 0 and not record_hits:
+            return ok
+        safe_rows = rows[found]
+        if min_hits > 0:
+            ok = torch.zeros_like(found).masked_scatter(found, (self.hits[safe_rows] >= min_hits).all(dim=1))
+        if record_hits:
+            flat = safe_rows.reshape(-1)
+            self.hits.index_add_(0, flat, torch.ones_like(flat, dtype=torch.int32))
+        return ok
 
     def decode_sdf(self, feats: torch.Tensor) -> torch.Tensor:
         return self.sdf_head(feats).squeeze(-1)
@@ -198,7 +227,10 @@ class NeuralSDFMap(nn.Module):
                     x = points.detach().requires_grad_(True)
                     feats, valid = self.features(x, min_hits=min_hits)
                     sdf = self.decode_sdf(feats)
-                    (grad,) = torch.autograd.grad(sdf.sum(), x)
+                    # allow_unused: on an empty map the features do not depend on x at all
+                    (grad,) = torch.autograd.grad(sdf.sum(), x, allow_unused=True)
+                    if grad is None:
+                        grad = torch.zeros_like(x)
                 col = self.decode_color(feats.detach()) if color else None
                 return MapQuery(sdf.detach(), valid, grad, None if col is None else col.detach())
             with torch.no_grad():
@@ -206,6 +238,13 @@ class NeuralSDFMap(nn.Module):
                 sdf = self.decode_sdf(feats)
                 col = self.decode_color(feats) if color else None
             return MapQuery(sdf, valid, None, col)
+
+    def embedding_parameters(self) -> list[nn.Parameter]:
+        return list(self.embeddings)
+
+    def decoder_parameters(self) -> list[nn.Parameter]:
+        heads = [self.sdf_head] + ([self.color_head] if self.color_head is not None else [])
+        return [p for head in heads for p in head.parameters()]
 
     # -- size and persistence ------------------------------------------------------------------
     def num_parameters(self) -> int:
