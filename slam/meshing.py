@@ -29,6 +29,9 @@ class BlockPiece:
 class BlockMesher:
     neural_map: NeuralSDFMap
     samples_per_voxel: int = 2
+    #: mesh only where the mapper fitted samples this often: allocated but unfitted space (the band
+    #: behind surfaces, dilation) decodes to an arbitrary SDF whose zero crossings are not surfaces
+    min_hits: int = 1
     batch_points: int = 200_000
     pieces: dict[int, BlockPiece] = field(default_factory=dict)
     dirty: set[int] = field(default_factory=set)
@@ -61,7 +64,7 @@ class BlockMesher:
         for start in range(0, len(todo), step):
             chunk = todo_pos[start : start + step]
             pts = (origins[chunk][:, None, :] + local[None]).reshape(-1, 3)
-            q = self.neural_map.query(pts)
+            q = self.neural_map.query(pts, min_hits=self.min_hits)
             sdf = q.sdf.reshape(-1, n, n, n).cpu().numpy()
             valid = q.valid.reshape(-1, n, n, n).cpu().numpy()
             for j, pos in enumerate(chunk.tolist()):
@@ -116,8 +119,18 @@ def _march(sdf: np.ndarray, valid: np.ndarray, origin: np.ndarray, spacing: floa
 
     if not valid.any() or sdf[valid].min() > 0 or sdf[valid].max() < 0:
         return None
+    # skimage tests the mask at one corner of each cube only; require all eight corners valid
+    all8 = np.ones(tuple(d - 1 for d in valid.shape), dtype=bool)
+    for a in (0, 1):
+        for b in (0, 1):
+            for c in (0, 1):
+                all8 &= valid[a : a + all8.shape[0], b : b + all8.shape[1], c : c + all8.shape[2]]
+    mask = np.zeros_like(valid)
+    mask[1:, 1:, 1:] = all8
+    if not mask.any():
+        return None
     try:
-        verts, faces, _, _ = marching_cubes(sdf, level=0.0, spacing=(spacing,) * 3, mask=valid)
+        verts, faces, _, _ = marching_cubes(sdf, level=0.0, spacing=(spacing,) * 3, mask=mask)
     except (ValueError, RuntimeError):
         return None
     if len(faces) == 0:
@@ -125,8 +138,8 @@ def _march(sdf: np.ndarray, valid: np.ndarray, origin: np.ndarray, spacing: floa
     return BlockPiece((verts + origin).astype(np.float32), faces.astype(np.int32), None)
 
 
-def extract_mesh(neural_map: NeuralSDFMap, samples_per_voxel: int = 2):
+def extract_mesh(neural_map: NeuralSDFMap, samples_per_voxel: int = 2, min_hits: int = 1):
     """One-shot full extraction as an ``open3d.geometry.TriangleMesh``."""
-    mesher = BlockMesher(neural_map, samples_per_voxel)
+    mesher = BlockMesher(neural_map, samples_per_voxel, min_hits)
     mesher.update()
     return mesher.to_open3d()

@@ -26,17 +26,17 @@ from slam.neural_map import NeuralSDFMap
 class TrackerConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
-    points: int = Field(4000, ge=100, description="depth points used at the finest stage")
-    coarse_points: int = Field(1500, ge=50, description="depth points used in the first (coarse) iterations")
+    points: int = Field(2500, ge=100, description="depth points used at the finest stage")
+    coarse_points: int = Field(1000, ge=50, description="depth points used in the first (coarse) iterations")
     pixel_stride: int = Field(4, ge=1, description="take every n-th pixel before subsampling")
     depth_min: float = Field(0.1, ge=0, description="ignore depth below this (m)")
     depth_max: float = Field(4.0, gt=0, description="ignore depth beyond this (m)")
-    iterations: int = Field(12, ge=1, description="maximum Gauss-Newton iterations per frame")
-    coarse_iterations: int = Field(5, ge=0, description="of which run on the coarse point set")
+    iterations: int = Field(6, ge=1, description="maximum Gauss-Newton iterations per frame")
+    coarse_iterations: int = Field(2, ge=0, description="of which run on the coarse point set")
     robust_scale: float = Field(0.02, gt=0, description="Geman-McClure scale (m); residuals well above count little")
     inlier_threshold: float = Field(0.03, gt=0, description="|SDF| below this (m) makes a point an inlier")
     damping: float = Field(1e-4, ge=0, description="Levenberg-Marquardt damping added to the normal equations")
-    converged_delta: float = Field(1e-4, gt=0, description="stop when the update is smaller (m / rad)")
+    converged_delta: float = Field(3e-4, gt=0, description="stop when the update is smaller (m / rad)")
     min_inlier_ratio: float = Field(0.35, ge=0, le=1, description="below this the frame is reported lost")
     max_residual: float = Field(0.03, gt=0, description="above this RMS inlier residual (m) the frame is lost")
     min_hits: int = Field(

@@ -1,0 +1,261 @@
+"""slam.tracking: registration of depth points to a neural SDF map built by the mapper, on the synthetic
+box room (exact depth, known poses) and on real 7-Scenes frames; lost / recovered reporting."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from scipy.spatial.transform import Rotation
+from synthetic import box_room, look_at, render_frame
+
+from slam.frames import RGBDFrame
+from slam.geometry import invert_pose, se3_exp, transform_points
+from slam.mapping import Mapper, MapperConfig
+from slam.neural_map import NeuralMapConfig, NeuralSDFMap
+from slam.tracking import Tracker, TrackerConfig
+
+TARGET = np.array([0.6, -0.4, -0.6])
+
+
+def pose_along(s: float) -> np.ndarray:
+    """A camera sliding 36 cm through the box room while looking at the table, the block and the sphere."""
+    eye = np.array([-1.3 + 0.3 * s, 0.9 - 0.2 * s, 0.4])
+    return look_at(eye, TARGET)
+
+
+def pose_error(estimate: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
+    """(translation error in m, rotation error in degrees) of a camera-to-world estimate."""
+    rel = invert_pose(truth) @ estimate
+    # scipy projects onto the nearest rotation: 7-Scenes poses are orthonormal only to ~1e-4, which
+    # arccos((tr R - 1) / 2) (slam.geometry.rotation_angle) turns into phantom rotations of ~1 degree
+    return float(np.linalg.norm(rel[:3, 3])), float(np.degrees(Rotation.from_matrix(rel[:3, :3]).magnitude()))
+
+
+def perturbation(rng: np.random.Generator, trans: float, rot_deg: float) -> np.ndarray:
+    """A random 6-DoF motion of exactly ``trans`` metres and ``rot_deg`` degrees (applied in the camera
+    frame: ``pose @ perturbation``)."""
+    v, w = rng.normal(size=3), rng.normal(size=3)
+    w *= np.radians(rot_deg) / np.linalg.norm(w)
+    delta = se3_exp(np.concatenate([np.zeros(3), w]))
+    delta[:3, 3] = v * trans / np.linalg.norm(v)
+    return delta
+
+
+@pytest.fixture(scope="module")
+def room():
+    return box_room()
+
+
+@pytest.fixture(scope="module")
+def room_map(room) -> NeuralSDFMap:
+    """The map of four frames along the path, integrated at their true poses."""
+    torch.manual_seed(0)
+    m = NeuralSDFMap(NeuralMapConfig(voxel_size=0.04, device="cpu", color=False))
+    mapper = Mapper(
+        m, MapperConfig(first_frame_iterations=80, iterations=15, truncation=0.08, rays=1024), seed=0
+    )
+    for i, s in enumerate(np.linspace(0.0, 1.0, 4)):
+        frame = render_frame(room, pose_along(s), index=i)
+        mapper.integrate(frame, frame.gt_pose)
+    assert len(mapper.keyframes) >= 3
+    return m
+
+
+# -- registration ----------------------------------------------------------------------------------
+def _recovery_failures(room, room_map: NeuralSDFMap, config: TrackerConfig, trials: int) -> list:
+    """Register a frame between the mapped ones from ``trials`` random 3 cm / 2° perturbations of its true
+    pose; returns the failures (error above 5 mm or 0.3°) as (t_err, r_err, report)."""
+    tracker = Tracker(room_map, config, seed=0)
+    frame = render_frame(room, pose_along(0.5), index=50)
+    points = tracker.sample_points(frame)
+    assert points.shape[0] > 500
+    rng = np.random.default_rng(0)
+    failures = []
+    for _ in range(trials):
+        init = frame.gt_pose @ perturbation(rng, 0.03, 2.0)
+        t0, r0 = pose_error(init, frame.gt_pose)
+        assert t0 == pytest.approx(0.03) and r0 == pytest.approx(2.0)
+        pose, report = tracker.register(points, init)
+        t_err, r_err = pose_error(pose, frame.gt_pose)
+        if not (t_err < 5e-3 and r_err < 0.3):
+            failures.append((t_err, r_err, report))
+            continue
+        # (a stricter min_hits leaves fewer points in trusted space: valid and inliers are lower then)
+        assert report["valid"] > 0.5 * points.shape[0]
+        assert report["inlier_ratio"] > 0.5
+        assert report["residual"] < 0.01
+        assert 1 <= report["iterations"] <= tracker.cfg.iterations
+    return failures
+
+
+def test_register_recovers_perturbed_poses(room, room_map: NeuralSDFMap) -> None:
+    # stricter than the defaults (see the xfail test below): trust only space fitted >= 100 times, and
+    # allow 20 iterations (the Geman-McClure reweighting converges slowly along weakly constrained axes)
+    config = TrackerConfig(min_hits=100, iterations=20)
+    assert _recovery_failures(room, room_map, config, trials=12) == []
+
+
+@pytest.mark.xfail(
+    reason="default TrackerConfig: several trials end cm away (one converges 9 cm off along world y with "
+    "inlier_ratio 0.61, so it would not be reported lost). Points that leave allocated / fitted space stop "
+    "voting, so sliding a surface's points out of the thin allocated band costs nothing; with min_hits=20 "
+    "the barely fitted far edge of the band behind a surface can also hold a spurious near-zero SDF",
+    strict=False,
+)
+def test_register_recovers_perturbed_poses_with_default_config(room, room_map: NeuralSDFMap) -> None:
+    assert _recovery_failures(room, room_map, TrackerConfig(), trials=12) == []
+
+
+def test_register_keeps_a_correct_pose(room, room_map: NeuralSDFMap) -> None:
+    tracker = Tracker(room_map, seed=0)
+    frame = render_frame(room, pose_along(0.25), index=51)
+    pose, report = tracker.register(tracker.sample_points(frame), frame.gt_pose)
+    t_err, r_err = pose_error(pose, frame.gt_pose)
+    assert t_err < 3e-3 and r_err < 0.2, (t_err, r_err, report)
+
+
+def test_sample_points_respects_range_and_budget(room) -> None:
+    frame = render_frame(room, pose_along(0.0), width=320, height=240, f=260.0)
+    tracker = Tracker(NeuralSDFMap(NeuralMapConfig(device="cpu")), TrackerConfig(points=1000, depth_max=3.0))
+    pts = tracker.sample_points(frame)
+    assert pts.shape == (1000, 3) and pts.dtype == np.float32
+    assert float(pts[:, 2].max()) < 3.0 and float(pts[:, 2].min()) > 0.1
+
+
+# -- per-frame tracking ----------------------------------------------------------------------------
+def test_track_follows_a_sequence(room, room_map: NeuralSDFMap) -> None:
+    tracker = Tracker(room_map, TrackerConfig(), seed=0)
+    frames = [render_frame(room, pose_along(s), index=i) for i, s in enumerate(np.linspace(0.0, 1.0, 9))]
+    first = tracker.track(frames[0])
+    assert first.info.get("first") and np.array_equal(first.pose, frames[0].gt_pose)
+    for frame in frames[1:]:
+        result = tracker.track(frame)
+        assert not result.lost and not result.recovered
+        assert result.inlier_ratio > 0.8, result
+        t_err, r_err = pose_error(result.pose, frame.gt_pose)
+        assert t_err < 5e-3 and r_err < 0.3, (frame.index, t_err, r_err)
+    assert len(tracker.poses) == len(frames)
+
+
+def noise_frame(like: RGBDFrame, seed: int) -> RGBDFrame:
+    rng = np.random.default_rng(seed)
+    depth = rng.uniform(0.3, 3.9, size=like.depth.shape).astype(np.float32)
+    return RGBDFrame(index=like.index, timestamp=like.timestamp, depth=depth, intrinsics=like.intrinsics)
+
+
+def unmapped_frame(room, like: RGBDFrame) -> RGBDFrame:
+    """Seen from the same place, but looking back at walls no mapped frame saw."""
+    eye = like.gt_pose[:3, 3]
+    frame = render_frame(room, look_at(eye, 2 * eye - TARGET), index=like.index)
+    return RGBDFrame(
+        index=frame.index, timestamp=frame.timestamp, depth=frame.depth, intrinsics=frame.intrinsics
+    )
+
+
+@pytest.mark.parametrize("bad", ["noise", "unmapped"])
+def test_lost_then_recovered(room, room_map: NeuralSDFMap, bad: str) -> None:
+    tracker = Tracker(room_map, TrackerConfig(), seed=0)
+    s = np.linspace(0.0, 1.0, 9)
+    good = [render_frame(room, pose_along(v), index=i) for i, v in enumerate(s)]
+    for frame in good[:4]:
+        assert not tracker.track(frame).lost
+    # a bad frame: it is lost, and its pose is the prediction, not the result of a failed registration
+    prediction = tracker.predict()
+    bad_frame = noise_frame(good[4], 1) if bad == "noise" else unmapped_frame(room, good[4])
+    if bad == "unmapped":
+        world = transform_points(good[4].gt_pose, tracker.sample_points(bad_frame)).astype(np.float32)
+        q = room_map.query(torch.from_numpy(world))
+        assert float(q.valid.float().mean()) < 0.2  # really looking at unmapped space
+    result = tracker.track(bad_frame)
+    assert result.lost and not result.recovered
+    assert (
+        not result.inlier_ratio >= tracker.cfg.min_inlier_ratio
+        or not result.residual <= tracker.cfg.max_residual
+    )
+    np.testing.assert_allclose(result.pose, prediction)
+    assert tracker.lost_streak == 1
+    # the next good frame re-localises from the last good pose
+    result = tracker.track(good[5])
+    assert not result.lost and result.recovered, result
+    assert tracker.lost_streak == 0
+    t_err, r_err = pose_error(result.pose, good[5].gt_pose)
+    assert t_err < 5e-3 and r_err < 0.3, (t_err, r_err)
+    # and tracking goes on normally
+    result = tracker.track(good[6])
+    assert not result.lost and not result.recovered
+    t_err, r_err = pose_error(result.pose, good[6].gt_pose)
+    assert t_err < 1e-2 and r_err < 0.5, (t_err, r_err)
+
+
+def test_two_bad_frames_in_a_row_stay_lost(room, room_map: NeuralSDFMap) -> None:
+    tracker = Tracker(room_map, TrackerConfig(), seed=0)
+    good = [render_frame(room, pose_along(v), index=i) for i, v in enumerate(np.linspace(0.0, 0.5, 5))]
+    for frame in good[:3]:
+        assert not tracker.track(frame).lost
+    last_good = tracker.last_good.copy()
+    for k in range(2):
+        result = tracker.track(noise_frame(good[3], 10 + k))
+        assert result.lost and not result.recovered
+    assert tracker.lost_streak == 2
+    np.testing.assert_array_equal(tracker.last_good, last_good)
+    result = tracker.track(good[4])
+    assert result.recovered and not result.lost
+    assert pose_error(result.pose, good[4].gt_pose)[0] < 5e-3
+
+
+# -- real data -------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=1)
+def kitchen_map(path: Path) -> tuple[dict[int, RGBDFrame], NeuralSDFMap]:
+    """redkitchen frames 0, 10 and 20, and a map of frame 0 integrated at its ground-truth pose (built once
+    for the module's tests)."""
+    from drivers.sevenscenes import SevenScenesSource
+
+    frames = {f.index: f for f in SevenScenesSource(path, first=0, last=20, stride=10, load_color=False)}
+    assert sorted(frames) == [0, 10, 20]
+    torch.manual_seed(0)
+    m = NeuralSDFMap(NeuralMapConfig(device="cpu"))
+    Mapper(m, MapperConfig(first_frame_iterations=80), seed=0).integrate(frames[0], frames[0].gt_pose)
+    return frames, m
+
+
+@pytest.mark.shared_data
+@pytest.mark.slow
+def test_register_real_frame_from_previous_pose(redkitchen: Path) -> None:
+    frames, m = kitchen_map(redkitchen)
+    tracker = Tracker(m, seed=0)
+    f0 = frames[0]
+    # frame 10 (9 mm / 0.5 degrees from frame 0) with the default iteration budget; frame 20 (24 mm /
+    # 1.6 degrees, outside the tolerance at the start) with 20 iterations, enough to converge from there
+    for index, iterations in ((10, None), (20, 20)):
+        f = frames[index]
+        pose, report = tracker.register(tracker.sample_points(f), f0.gt_pose, iterations=iterations)
+        gt_rel = invert_pose(f0.gt_pose) @ f.gt_pose
+        est_rel = invert_pose(f0.gt_pose) @ pose
+        t_err, r_err = pose_error(est_rel, gt_rel)
+        t_start, r_start = pose_error(np.eye(4), gt_rel)
+        assert t_err < 0.015 and r_err < 1.0, (index, t_err, r_err, report)
+        assert r_err < r_start, (index, r_start, r_err)
+        assert report["inlier_ratio"] > 0.7, report
+
+
+@pytest.mark.shared_data
+@pytest.mark.slow
+def test_register_real_frame_from_perturbed_ground_truth(redkitchen: Path) -> None:
+    frames, m = kitchen_map(redkitchen)
+    tracker = Tracker(m, seed=0)
+    f0, f = frames[0], frames[10]
+    points = tracker.sample_points(f)
+    gt_rel = invert_pose(f0.gt_pose) @ f.gt_pose
+    rng = np.random.default_rng(1)
+    for _ in range(3):
+        init = f.gt_pose @ perturbation(rng, 0.02, 1.0)
+        # 20 iterations: converged (the default budget is tuned for frame-to-frame motion, not 2 cm)
+        pose, report = tracker.register(points, init, iterations=20)
+        t_err, r_err = pose_error(invert_pose(f0.gt_pose) @ pose, gt_rel)
+        assert t_err < 0.015 and r_err < 1.0, (t_err, r_err, report)
+        # it did move towards the truth: well inside the 2 cm / 1° it started from
+        assert t_err < 0.012 and r_err < 0.6, (t_err, r_err, report)
