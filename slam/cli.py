@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -24,10 +24,10 @@ console = Console()
 err_console = Console(stderr=True)
 
 ConfigOpt = Annotated[
-    Optional[Path], typer.Option("--config", "-c", help="YAML config file (see `slam config dump`)")
+    Path | None, typer.Option("--config", "-c", help="YAML config file (see `slam config dump`)")
 ]
 SetOpt = Annotated[
-    Optional[list[str]],
+    list[str] | None,
     typer.Option("--set", help="override one config key, e.g. --set tracker.depth_max=3.5 (repeatable)"),
 ]
 
@@ -121,12 +121,12 @@ def _print_summary(result) -> None:
 
 @app.command("replay")
 def replay(
-    path: Annotated[Optional[Path], typer.Argument(help="dataset folder (optional for --dataset demo)")] = None,
+    path: Annotated[Path | None, typer.Argument(help="dataset folder (optional for --dataset demo)")] = None,
     dataset: Annotated[str, typer.Option("--dataset", "-d", help="driver: 7scenes, tum, replica, demo (see `slam sources`)")] = "demo",
     out: Annotated[Path, typer.Option("--out", "-o", help="output folder")] = Path("runs/replay"),
-    first: Annotated[Optional[int], typer.Option(help="first frame (position in the sequence)")] = None,
-    last: Annotated[Optional[int], typer.Option(help="last frame, inclusive")] = None,
-    stride: Annotated[Optional[int], typer.Option(help="use every K-th frame")] = None,
+    first: Annotated[int | None, typer.Option(help="first frame (position in the sequence)")] = None,
+    last: Annotated[int | None, typer.Option(help="last frame, inclusive")] = None,
+    stride: Annotated[int | None, typer.Option(help="use every K-th frame")] = None,
     config: ConfigOpt = None,
     sets: SetOpt = None,
 ) -> None:

@@ -69,6 +69,14 @@ class SLAMConfig(StrictModel):
     )
     output: OutputConfig = Field(default_factory=OutputConfig, description="what a run writes")
     seed: int = Field(0, description="seed for every random choice of the run (sampling, noise)")
+    threads: int = Field(
+        0, ge=0, description="torch threads per engine thread; 0 = half the cores (tracking and mapping share them, "
+        "and oversubscribed OpenMP threads spin and slow everything down)",
+    )
+
+
+def torch_threads(cfg: SLAMConfig) -> int:
+    return cfg.threads or max(1, (os.cpu_count() or 2) // 2)
 
 
 def _format_validation_error(exc: ValidationError, where: str) -> str:

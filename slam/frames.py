@@ -10,7 +10,6 @@ Conventions (shared by every driver, the engine and the evaluation):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Union
 
 import numpy as np
 
@@ -174,4 +173,4 @@ class LidarScan:
         self.gt_pose = _check_pose(self.gt_pose, what)
 
 
-Frame = Union[RGBDFrame, LidarScan, EventPacket]
+Frame = RGBDFrame | LidarScan | EventPacket

@@ -22,11 +22,11 @@ import numpy as np
 
 from drivers.base import Source, open_source
 from slam.baseline import Open3DOdometryTracker, TSDFMapper
-from slam.config import SLAMConfig
+from slam.config import SLAMConfig, torch_threads
 from slam.engine import Engine, TrackingResult
 from slam.frames import Frame, RGBDFrame
 from slam.mapping import Mapper
-from slam.neural_map import NeuralSDFMap
+from slam.neural_map import build_map
 from slam.tracking import Tracker
 
 log = logging.getLogger(__name__)
@@ -65,9 +65,12 @@ def open_configured_source(cfg: SLAMConfig) -> Source:
 
 
 def build_engine(cfg: SLAMConfig) -> Engine:
+    import torch
+
+    torch.set_num_threads(torch_threads(cfg))
     if cfg.pipeline == "baseline":
         return Engine(Open3DOdometryTracker(cfg.baseline.odometry), TSDFMapper(cfg.baseline.tsdf))
-    neural_map = NeuralSDFMap(cfg.map)
+    neural_map = build_map(cfg.map)
     return Engine(Tracker(neural_map, cfg.tracker, seed=cfg.seed), Mapper(neural_map, cfg.mapper, seed=cfg.seed))
 
 

@@ -7,6 +7,10 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
+
+# One torch thread: on a shared 2-core machine oversubscribed OpenMP threads spin and slow tests many-fold.
+torch.set_num_threads(1)
 
 
 def shared_data_dir() -> Path | None:
