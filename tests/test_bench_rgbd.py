@@ -1,0 +1,132 @@
+"""bench/rgbd.py: the peers on a few real frames, the table and the BENCHMARKS.md section writer."""
+
+from __future__ import annotations
+
+import importlib
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def bench():
+    # bench/ is not an installed package: import it from the checkout
+    if str(REPO_ROOT) not in sys.path:
+        sys.path.insert(0, str(REPO_ROOT))
+    return importlib.import_module("bench.rgbd")
+
+
+def _check_common(result: dict, frames: int) -> None:
+    assert result["frames"] == frames
+    assert result["frames_lost"] == 0
+    assert result["fps"] > 0 and result["wall_s"] > 0
+    assert 0 < result["tracking_ms_median"] <= result["tracking_ms_p90"] < 10_000
+    assert 10 < result["peak_rss_mb"] < 20_000
+    assert Path(result["trajectory_path"]).stat().st_size > 0
+    for key in ("ate_rmse_m", "ate_rmse_aligned_m"):
+        assert result[key] is not None and math.isfinite(result[key])
+    assert result["ate_rmse_aligned_m"] <= result["ate_rmse_m"] + 1e-9
+    assert result["rpe_trans_1s_m"] is None  # 10 frames at 30 Hz: no pair one second apart
+
+
+@pytest.mark.shared_data
+def test_o3d_odometry_on_ten_frames(bench, redkitchen: Path, tmp_path: Path) -> None:
+    spec = bench.FrameSpec(redkitchen, first=0, last=9)
+    result = bench.run_o3d_odometry(spec, tmp_path / "odo")
+    _check_common(result, 10)
+    assert result["ate_rmse_m"] < 0.05
+    assert result["map_mb"] is None and result["mesh_path"] is None
+
+
+@pytest.mark.shared_data
+def test_o3d_dense_on_ten_frames(bench, redkitchen: Path, tmp_path: Path) -> None:
+    spec = bench.FrameSpec(redkitchen, first=0, last=9)
+    # a small initial capacity keeps the test light; the voxel-block hash map grows as needed
+    result = bench.run_o3d_dense(spec, tmp_path / "dense", block_count=2000)
+    _check_common(result, 10)
+    assert result["ate_rmse_m"] < 0.05
+    assert result["map_blocks"] > 100
+    assert 1 < result["map_mb"] < 500
+    assert Path(result["mesh_path"]).stat().st_size > 0
+
+
+def _fake(ate: float, fps: float, mesh: bool = True) -> dict:
+    out = {
+        "frames": 600,
+        "frames_lost": 0,
+        "ate_rmse_m": ate * 2,
+        "ate_rmse_aligned_m": ate,
+        "rpe_trans_1s_m": ate / 2,
+        "fps": fps,
+        "tracking_ms_median": 40.0,
+        "tracking_ms_p90": 60.0,
+        "peak_rss_mb": 900.0,
+        "map_mb": 20.0 if mesh else None,
+    }
+    if mesh:
+        out["mesh"] = {"accuracy_cm": 1.5, "completion_cm": 2.0, "completion_ratio": 0.95}
+    return out
+
+
+def test_table_ratios_and_missing_values(bench) -> None:
+    results = {
+        "ours": _fake(0.018, 4.0),
+        "o3d_dense": _fake(0.031, 8.0),
+        "o3d_odometry": _fake(0.18, 10.0, mesh=False),
+        "o3d_dense_cv": {"method": "o3d_dense_cv", "error": "exit status 1"},
+    }
+    header, rows = bench.table_rows(results)
+    assert header[1:] == [bench.LABELS[m] for m in ("ours", "o3d_dense", "o3d_dense_cv", "o3d_odometry")]
+    by_label = {row[0]: row[1:] for row in rows}
+    assert by_label["ATE RMSE, SE(3)-aligned (cm)"] == ["1.80", "3.10 (0.58×)", "—", "18.00 (0.10×)"]
+    assert by_label["fps, end to end"][1] == "8.00 (0.50×)"
+    assert by_label["mesh accuracy (cm)"][3] == "—"
+    assert by_label["frames (lost)"][2].startswith("failed")
+    # without ours, no ratios
+    _, rows = bench.table_rows({"o3d_dense": _fake(0.031, 8.0)})
+    assert all("×" not in cell for row in rows for cell in row)
+
+
+def test_benchmarks_section_is_replaced_and_others_kept(bench) -> None:
+    title = bench.SECTION_TITLE
+    text = f"# Benchmarks\n\nintro\n\n## Other\n\nkeep me\n\n{title}\n\nold table\n\n## Last\n\nkeep too\n"
+    new = bench.replace_section(text, f"{title}\n\nnew table\n")
+    assert "old table" not in new and "new table" in new
+    assert "keep me" in new and "keep too" in new and new.count(title) == 1
+    assert new.index("## Other") < new.index(title) < new.index("## Last")
+    assert bench.replace_section(new, f"{title}\n\nnew table\n") == new  # idempotent
+    appended = bench.replace_section("# Benchmarks\n\n## Other\n\nx\n", f"{title}\n\nt\n")
+    assert appended.endswith(f"## Other\n\nx\n\n{title}\n\nt\n")
+
+
+def test_write_benchmarks_creates_the_file(bench, tmp_path: Path) -> None:
+    spec = bench.FrameSpec(Path("/data/redkitchen"), 0, 599, 1)
+    machine = {
+        "nproc": 2,
+        "cpu": "Test CPU",
+        "memory_gb": 8.0,
+        "python": "3.12",
+        "versions": {"open3d": "0.20.0"},
+        "commit": "abc123",
+        "load_average_at_start": [0.1, 0.2, 0.3],
+    }
+    section = bench.benchmark_section(
+        {"o3d_dense": _fake(0.031, 8.0)}, "python -m bench.rgbd --skip-ours", spec, machine, "2025-01-01"
+    )
+    path = tmp_path / "BENCHMARKS.md"
+    bench.write_benchmarks(path, section)
+    text = path.read_text()
+    assert text.startswith("# Benchmarks\n") and bench.SECTION_TITLE in text
+    assert "`python -m bench.rgbd --skip-ours`" in text and "Test CPU" in text and "| 3.10 |" in text
+
+
+def test_quick_and_defaults(bench) -> None:
+    args = bench.parse_args(["--quick", "--first", "10"])
+    assert (args.first, args.last) == (10, 69) and args.out.name == "bench_rgbd_quick"
+    args = bench.parse_args(["--set", "tracker.points=100", "--set", "seed=1"])
+    assert args.last == 599 and args.set == ["tracker.points=100", "seed=1"]
+    assert args.data.name == "7scenes-redkitchen"
