@@ -117,6 +117,11 @@ _REGISTRY: dict[str, str] = {
     "tum": "drivers.tum:TUMSource",
     "replica": "drivers.replica:ReplicaSource",
     "demo": "drivers.demo:DemoSource",
+    "events": "drivers.events.source:EventSource",
+    "kitti": "drivers.kitti:KittiSource",
+    "pointcloud_folder": "drivers.pointcloud_folder:PointCloudFolderSource",
+    "rosbag": "drivers.rosbag:RosbagSource",
+    "lidar_demo": "drivers.lidar_demo:LidarDemoSource",
 }
 
 

@@ -82,8 +82,12 @@ class EventPacket:
     timestamp: float = 0.0  # the packet's reference time, e.g. the end of its interval
     index: int = 0
     frame_id: str = "event_camera"
+    intrinsics: CameraIntrinsics | None = None  # the event sensor's pinhole model, when calibrated
+    # 4×4 transform taking points from the event sensor's frame into the RGB-D camera's frame, when known
+    camera_from_sensor: np.ndarray | None = None
 
     def __post_init__(self) -> None:
+        self.camera_from_sensor = _check_pose(self.camera_from_sensor, f"{self.frame_id} packet {self.index}")
         self.t = np.asarray(self.t, dtype=np.float64)
         self.x = np.asarray(self.x, dtype=np.uint16)
         self.y = np.asarray(self.y, dtype=np.uint16)
@@ -143,7 +147,9 @@ class LidarScan:
     """One LiDAR sweep in the sensor frame.
 
     ``point_times`` are seconds relative to ``timestamp`` (which instant of the sweep the timestamp
-    denotes is a property of the driver and is stated by it).
+    denotes is a property of the driver and is stated by it; ``gt_pose`` is the pose at ``timestamp``).
+    Each point is in the sensor frame *at its own time* (not motion-compensated) unless the driver says
+    otherwise. ``ring`` is the laser (beam) index of each point when the sensor reports it.
     """
 
     index: int
@@ -155,6 +161,7 @@ class LidarScan:
     frame_id: str = "lidar"
     source_name: str = ""
     extra: dict = field(default_factory=dict)
+    ring: np.ndarray | None = None  # N uint16 beam index, when known
 
     def __post_init__(self) -> None:
         what = self.source_name or f"scan {self.index}"
@@ -162,10 +169,10 @@ class LidarScan:
         if pts.ndim != 2 or pts.shape[1] != 3:
             raise FrameError(f"{what}: points must be N×3, got shape {pts.shape}")
         n = pts.shape[0]
-        for name in ("intensity", "point_times"):
+        for name, dtype in (("intensity", np.float32), ("point_times", np.float32), ("ring", np.uint16)):
             arr = getattr(self, name)
             if arr is not None:
-                arr = np.asarray(arr, dtype=np.float32)
+                arr = np.asarray(arr, dtype=dtype)
                 if arr.shape != (n,):
                     raise FrameError(f"{what}: {name} must have shape ({n},), got {arr.shape}")
                 setattr(self, name, arr)

@@ -11,9 +11,9 @@ The folder ``<cache root>/demo/<digest>`` (cache root: ``$SLAM_CACHE_DIR``, else
     gt_mesh.ply              the scene's exact mesh, vertex-coloured
     scene.json               parameters, generator version, frame count, room bounds, valid-pixel stats
 
-A sequence is rendered into a hidden ``.partial-<digest>-<pid>-<token>`` folder next to its final place
-and renamed into place when complete, so an interrupted run is never mistaken for a finished one; a
-finished folder is reused as is. Everything written is a deterministic function of the parameters.
+A sequence is rendered into a hidden partial folder and renamed into place when complete
+(``slam.sim.cache``), so an interrupted run is never mistaken for a finished one; a finished folder is
+reused as is. Everything written is a deterministic function of the parameters.
 """
 
 from __future__ import annotations
@@ -23,8 +23,6 @@ import json
 import logging
 import multiprocessing
 import os
-import shutil
-import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -34,6 +32,7 @@ from PIL import Image
 
 from slam.frames import CameraIntrinsics
 from slam.geometry import pose_to_tum
+from slam.sim.cache import default_cache_root, generate_atomically
 from slam.sim.depth_noise import DepthNoiseParams, apply_color_noise, apply_depth_noise
 from slam.sim.indoor import build_indoor_scene, camera_trajectory
 from slam.sim.render import Renderer
@@ -88,11 +87,6 @@ class DemoSceneConfig:
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def default_cache_root() -> Path:
-    value = os.environ.get("SLAM_CACHE_DIR")
-    return Path(value).expanduser() if value else Path.home() / ".cache" / "neural-slam"
-
-
 def scene_folder(config: DemoSceneConfig, cache_root: Path | None = None) -> Path:
     root = Path(cache_root).expanduser() if cache_root is not None else default_cache_root()
     return root / "demo" / config.digest
@@ -116,54 +110,13 @@ def is_complete(folder: Path, config: DemoSceneConfig | None = None) -> bool:
 
 def ensure_scene(config: DemoSceneConfig, cache_root: Path | None = None, progress: bool = True) -> Path:
     """The folder of ``config``'s sequence, rendering it first unless a finished one is cached."""
-    folder = scene_folder(config, cache_root)
-    if is_complete(folder, config):
-        log.debug("demo scene: reusing %s", folder)
-        return folder
-    parent = folder.parent
-    parent.mkdir(parents=True, exist_ok=True)
-    if folder.exists():
-        # not produced by a finished generation (only those are renamed into place): start over
-        log.warning("demo scene: %s is incomplete, generating it again", folder)
-        shutil.rmtree(folder)
-    _remove_stale_partials(parent, config.digest)
-    partial = parent / f".partial-{config.digest}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    partial.mkdir()
-    try:
-        generate_scene(config, partial, progress=progress)
-        try:
-            partial.rename(folder)
-        except OSError:
-            if not is_complete(folder, config):  # not another process finishing first: a real error
-                raise
-            shutil.rmtree(partial, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
-    log.info("demo scene: generated %s", folder)
-    return folder
-
-
-def _remove_stale_partials(parent: Path, digest: str) -> None:
-    """Delete partial folders of ``digest`` left by processes that no longer run."""
-    for path in parent.glob(f".partial-{digest}-*"):
-        try:
-            pid = int(path.name.split("-")[2])
-        except (IndexError, ValueError):
-            continue
-        if pid != os.getpid() and _pid_alive(pid):
-            continue  # another process may be generating the same scene right now
-        shutil.rmtree(path, ignore_errors=True)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OSError):
-        return True
-    return True
+    return generate_atomically(
+        scene_folder(config, cache_root),
+        config.digest,
+        lambda folder: is_complete(folder, config),
+        lambda partial: generate_scene(config, partial, progress=progress),
+        "demo scene",
+    )
 
 
 def _name(index: int, suffix: str) -> str:
