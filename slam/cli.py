@@ -109,6 +109,14 @@ def _print_summary(result) -> None:
     for key, label in (("ate_rmse_m", "ATE"), ("ate_rmse_aligned_m", "ATE (SE(3)-aligned)"), ("rpe_trans_1s_m", "RPE 1 s")):
         if s.get(key) is not None:
             rows.append((label, f"{s[key] * 100:.2f} cm"))
+    if s.get("mesh_accuracy_cm") is not None:
+        rows.append(
+            (
+                "mesh vs ground truth",
+                f"accuracy {s['mesh_accuracy_cm']:.2f} cm, completion {s['mesh_completion_cm']:.2f} cm, "
+                f"{s['mesh_completion_ratio'] * 100:.1f} % < 5 cm",
+            )
+        )
     for row in rows:
         table.add_row(*row)
     console.print(table)
@@ -161,6 +169,153 @@ def demo(
     result = _run(cfg)
     _print_summary(result)
     typer.echo(json.dumps({k: v for k, v in result.stats.items() if k != "skipped"}))
+
+
+def _serve(cfg) -> None:
+    """Run the service until the recording ends, a signal or the shutdown command; print the summary."""
+    from drivers.base import SourceError
+    from slam.persistence import MapFileError
+    from slam.service.runtime import SLAMService, shutdown_on_signals
+    from slam.service.startup import ServiceError
+
+    try:
+        service = SLAMService(cfg)
+    except (SourceError, ServiceError, MapFileError, OSError) as exc:
+        _fail(str(exc))
+    if service.publisher is not None and service.publisher.endpoint:
+        err_console.print(f"publishing pose/mesh/status on {service.publisher.endpoint}", highlight=False)
+    if service.control is not None:
+        err_console.print(f"control requests on {service.control.cfg.address}", highlight=False)
+    with shutdown_on_signals(service):
+        result = service.run()
+    _print_summary(result)
+    s = result.stats
+    console.print(
+        f"service:    {s['mode']}, {s['frames_dropped']} frames dropped, {s['frames_not_mapped']} not mapped, "
+        f"map {s.get('map_file') or '(not saved)'}",
+        highlight=False,
+    )
+    typer.echo(json.dumps({k: v for k, v in s.items() if k != "skipped"}))
+    problems = [s[k] for k in ("tracking_error", "driver_error", "mapping_error", "map_error", "mesh_error") if s.get(k)]
+    if problems:
+        err_console.print(f"[bold red]finished with errors:[/] {'; '.join(problems)}", highlight=False)
+        raise typer.Exit(1)
+
+
+def _service_overrides(fast: bool, realtime: bool, load_map: Path | None, localize_only: bool) -> dict[str, Any]:
+    if fast and realtime:
+        _fail("--fast and --realtime exclude each other")
+    service: dict[str, Any] = {}
+    if fast or realtime:
+        service["mode"] = "fast" if fast else "realtime"
+    if load_map is not None:
+        service["load_map"] = str(load_map)
+    if localize_only:
+        service["localize_only"] = True
+    return {"service": service} if service else {}
+
+
+FastOpt = Annotated[bool, typer.Option("--fast", help="every frame of a recording, as fast as possible")]
+RealtimeOpt = Annotated[
+    bool, typer.Option("--realtime", help="pace a recording by its timestamps; the tracker drops stale frames")
+]
+LoadMapOpt = Annotated[Path | None, typer.Option("--load-map", help="start from a map saved by a previous run")]
+LocalizeOpt = Annotated[bool, typer.Option("--localize-only", help="track in the loaded map without mapping")]
+
+
+@app.command("run")
+def run(
+    config: Annotated[Path, typer.Argument(help="YAML config file (see `slam config dump`, section service)")],
+    fast: FastOpt = False,
+    realtime: RealtimeOpt = False,
+    sets: SetOpt = None,
+    load_map: LoadMapOpt = None,
+    localize_only: LocalizeOpt = False,
+) -> None:
+    """Run the SLAM service: driver, tracking and mapping threads, ZeroMQ topics and control socket.
+
+    Stops at the end of a recording, on Ctrl-C / SIGTERM or on the shutdown command, then writes
+    trajectory.txt, map.pt, mesh.ply and stats.json to output.dir.
+    Example: slam run configs/7scenes.yaml --realtime --set source.path=../shared/data/7scenes-redkitchen
+    """
+    cfg = _load(config, sets, _service_overrides(fast, realtime, load_map, localize_only))
+    _serve(cfg)
+
+
+@app.command("launch")
+def launch(
+    file: Annotated[Path, typer.Argument(help="launch file, e.g. launch/demo.yaml")],
+    fast: FastOpt = False,
+    realtime: RealtimeOpt = False,
+    sets: SetOpt = None,
+    load_map: LoadMapOpt = None,
+    localize_only: LocalizeOpt = False,
+    check: Annotated[bool, typer.Option("--check", help="validate the launch file and exit")] = False,
+) -> None:
+    """Run a ready setup from launch/ (a config plus service options); --set and flags override it."""
+    from slam.config import ConfigError, merge_trees, parse_overrides
+    from slam.service.launch import load_launch
+
+    try:
+        extra = merge_trees(_service_overrides(fast, realtime, load_map, localize_only), parse_overrides(sets or []))
+        cfg, spec = load_launch(file, extra)
+    except ConfigError as exc:
+        _fail(str(exc))
+    if check:
+        from drivers.base import SourceError
+        from slam.service.startup import ServiceError, check_source
+
+        try:
+            _, mode = check_source(cfg)
+        except (SourceError, ServiceError) as exc:
+            _fail(f"{file}: {exc}")
+        console.print(f"{file}: ok, {mode} mode ({spec.description or 'no description'})", highlight=False)
+        return
+    _serve(cfg)
+
+
+@app.command("echo")
+def echo(
+    topic: Annotated[str, typer.Argument(help="pose, status or mesh")],
+    address: Annotated[
+        str, typer.Option(help="the service's PUB endpoint (publish.address)")
+    ] = "tcp://127.0.0.1:5555",
+    count: Annotated[int, typer.Option("--count", "-n", help="exit after N messages; 0 = until Ctrl-C")] = 0,
+    timeout: Annotated[
+        float, typer.Option(help="exit after this many seconds without a message; 0 = never")
+    ] = 0.0,
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON object per line instead of YAML")] = False,
+) -> None:
+    """Print a topic's messages as they arrive, like `ros2 topic echo` (mesh: a summary per update).
+
+    Example: slam echo pose --count 10
+    """
+    import yaml
+    import zmq
+
+    from slam.client import MeshSubscriber, PoseSubscriber, StatusSubscriber
+
+    subscribers = {"pose": PoseSubscriber, "status": StatusSubscriber, "mesh": MeshSubscriber}
+    if topic not in subscribers:
+        _fail(f"unknown topic {topic!r}; choose one of {', '.join(subscribers)}")
+    try:
+        sub = subscribers[topic](address, timeout_s=timeout or None)
+    except zmq.ZMQError as exc:
+        _fail(f"--address {address}: {exc}")
+    with sub:
+        try:
+            for n, message in enumerate(sub, 1):
+                summary = message.summary()
+                if as_json:
+                    typer.echo(json.dumps(summary))
+                else:
+                    typer.echo(yaml.safe_dump(summary, sort_keys=False, default_flow_style=None) + "---")
+                if count and n >= count:
+                    break
+        except KeyboardInterrupt:
+            pass
+        if sub.missed or sub.errors:
+            err_console.print(f"{sub.missed} messages missed (gaps in seq), {sub.errors} malformed skipped")
 
 
 def _mount_eval() -> None:

@@ -14,9 +14,11 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from drivers.events.sync import EventCameraConfig
 from slam.baseline import BaselineConfig
 from slam.mapping import MapperConfig
 from slam.neural_map import NeuralMapConfig
+from slam.service.config import ServiceConfig
 from slam.tracking import TrackerConfig
 
 
@@ -29,7 +31,7 @@ class StrictModel(BaseModel):
 
 
 class SourceConfig(StrictModel):
-    kind: str = Field("demo", description="driver name (see `slam sources`): demo, 7scenes, tum, replica")
+    kind: str = Field("demo", description="driver name (see `slam sources`): demo, 7scenes, tum, replica, lidar_demo, kitti, pointcloud_folder, rosbag")
     path: Path | None = Field(None, description="dataset folder; for demo, the cache root (default ~/.cache/neural-slam)")
     first: int = Field(0, ge=0, description="first frame (position in the sequence) to use")
     last: int | None = Field(None, ge=0, description="last frame to use, inclusive; null = to the end")
@@ -58,6 +60,9 @@ class SLAMConfig(StrictModel):
     """Everything one run needs. `slam config dump` prints the defaults."""
 
     source: SourceConfig = Field(default_factory=SourceConfig, description="where frames come from")
+    events: EventCameraConfig = Field(
+        default_factory=EventCameraConfig, description="an event camera beside the RGB-D camera (none by default)"
+    )
     pipeline: Literal["neural", "baseline"] = Field(
         "neural", description="neural: SDF map + tracker + mapper; baseline: Open3D odometry + TSDF fusion"
     )
@@ -68,6 +73,9 @@ class SLAMConfig(StrictModel):
         default_factory=BaselineConfig, description="the classical pipeline (pipeline: baseline)"
     )
     output: OutputConfig = Field(default_factory=OutputConfig, description="what a run writes")
+    service: ServiceConfig = Field(
+        default_factory=ServiceConfig, description="slam run / slam launch: threads, pacing, publishing, control, map files"
+    )
     seed: int = Field(0, description="seed for every random choice of the run (sampling, noise)")
     threads: int = Field(
         0, ge=0, description="torch threads per engine thread; 0 = half the cores (tracking and mapping share them, "
@@ -122,33 +130,43 @@ def merge_trees(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def read_config_tree(path: str | os.PathLike) -> dict[str, Any]:
+    """A YAML config file as a nested dict, not yet validated (launch files compose several)."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config ({exc.strerror or exc})") from exc
+    try:
+        loaded = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if loaded is None:
+        loaded = {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of sections, got {type(loaded).__name__}")
+    return loaded
+
+
+def validate_config(tree: dict[str, Any], where: str) -> SLAMConfig:
+    """Validate a whole config tree; errors name ``where`` (a file), each key path and the reason."""
+    try:
+        return SLAMConfig.model_validate(tree)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc, where)) from None
+
+
 def load_config(path: str | os.PathLike | None = None, overrides: dict[str, Any] | None = None) -> SLAMConfig:
     """Defaults, then the YAML file (if any), then overrides; validated as a whole."""
     tree: dict[str, Any] = {}
     where = "defaults"
     if path is not None:
-        path = Path(path)
         where = str(path)
-        try:
-            text = path.read_text()
-        except OSError as exc:
-            raise ConfigError(f"{path}: cannot read config ({exc.strerror or exc})") from exc
-        try:
-            loaded = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: top level must be a mapping of sections, got {type(loaded).__name__}")
-        tree = loaded
+        tree = read_config_tree(path)
     if overrides:
         tree = merge_trees(tree, overrides)
         where = f"{where} + overrides" if path is not None else "overrides"
-    try:
-        return SLAMConfig.model_validate(tree)
-    except ValidationError as exc:
-        raise ConfigError(_format_validation_error(exc, where)) from None
+    return validate_config(tree, where)
 
 
 def dump_config(config: BaseModel, commented: bool = True) -> str:

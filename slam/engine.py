@@ -26,6 +26,7 @@ class TrackingResult:
     lost: bool = False  # tracking failed; ``pose`` is the best guess (e.g. the prediction)
     recovered: bool = False  # tracking was lost before and this frame re-localised
     time_ms: float = 0.0
+    finished_at: float = 0.0  # time.perf_counter() when tracking of the frame ended (latency measurements)
     info: dict[str, Any] = field(default_factory=dict)
 
 
@@ -60,7 +61,11 @@ class EngineStats:
 
 
 class Engine:
-    """Tracking then mapping for each frame, in the caller's thread."""
+    """Tracking then mapping for each frame.
+
+    ``process`` runs both in the caller's thread (``slam replay``); the service calls ``track`` in its
+    tracking thread and ``map`` in its mapping thread, so the per-frame logic lives here once.
+    """
 
     def __init__(self, tracker: Tracker, mapper: Mapper | None = None) -> None:
         self.tracker = tracker
@@ -71,17 +76,33 @@ class Engine:
     def subscribe(self, observer: EngineObserver) -> None:
         self.observers.append(observer)
 
-    def process(self, frame: Frame) -> TrackingResult:
+    def track(self, frame: Frame) -> TrackingResult:
+        """Track one frame and tell the observers; does not map it."""
         t0 = time.perf_counter()
         result = self.tracker.track(frame)
-        result.time_ms = (time.perf_counter() - t0) * 1e3
+        result.finished_at = time.perf_counter()
+        result.time_ms = (result.finished_at - t0) * 1e3
         self.stats.frames += 1
         self.stats.frames_lost += int(result.lost)
         self.stats.tracking_ms.append(result.time_ms)
         for observer in self.observers:
             observer.on_tracked(frame, result)
-        if self.mapper is not None and not result.lost:
-            t1 = time.perf_counter()
-            self.mapper.integrate(frame, result.pose)
-            self.stats.mapping_ms.append((time.perf_counter() - t1) * 1e3)
+        return result
+
+    def wants_mapping(self, result: TrackingResult) -> bool:
+        """Whether a tracked frame should reach the mapper: a lost frame's pose is only a guess."""
+        return self.mapper is not None and not result.lost
+
+    def map(self, frame: Frame, result: TrackingResult) -> None:
+        """Integrate a tracked frame into the map (a no-op for lost frames or without a mapper)."""
+        if not self.wants_mapping(result):
+            return
+        assert self.mapper is not None
+        t1 = time.perf_counter()
+        self.mapper.integrate(frame, result.pose)
+        self.stats.mapping_ms.append((time.perf_counter() - t1) * 1e3)
+
+    def process(self, frame: Frame) -> TrackingResult:
+        result = self.track(frame)
+        self.map(frame, result)
         return result

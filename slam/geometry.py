@@ -68,6 +68,20 @@ def se3_exp(xi: np.ndarray) -> np.ndarray:
     return make_pose(rot, jac @ v)
 
 
+def se3_log(pose: np.ndarray) -> np.ndarray:
+    """4×4 rigid transform to the twist (vx, vy, vz, wx, wy, wz) with ``se3_exp(se3_log(T)) == T``."""
+    pose = np.asarray(pose, dtype=np.float64)
+    w = Rotation.from_matrix(pose[:3, :3]).as_rotvec()
+    theta = np.linalg.norm(w)
+    wx = skew(w)
+    if theta < 1e-10:
+        jac_inv = np.eye(3) - 0.5 * wx
+    else:
+        coef = 1.0 / theta**2 - (1.0 + np.cos(theta)) / (2.0 * theta * np.sin(theta))
+        jac_inv = np.eye(3) - 0.5 * wx + coef * wx @ wx
+    return np.concatenate([jac_inv @ pose[:3, 3], w])
+
+
 def rotation_angle(rot: np.ndarray) -> np.ndarray:
     """Rotation angle (rad) of one 3×3 matrix or a stack of them, robust near 0 and π."""
     cos = (np.trace(rot, axis1=-2, axis2=-1) - 1.0) / 2.0

@@ -26,7 +26,8 @@ from slam.config import SLAMConfig, torch_threads
 from slam.engine import Engine, TrackingResult
 from slam.frames import Frame, RGBDFrame
 from slam.mapping import Mapper
-from slam.neural_map import build_map
+from slam.neural_map import NeuralSDFMap, build_map
+from slam.persistence import write_mesh_atomic, write_text_atomic, write_trajectory_atomic
 from slam.tracking import Tracker
 
 log = logging.getLogger(__name__)
@@ -64,14 +65,22 @@ def open_configured_source(cfg: SLAMConfig) -> Source:
     return open_source(s.kind, s.path, first=s.first, last=s.last, stride=s.stride, **s.options)
 
 
-def build_engine(cfg: SLAMConfig) -> Engine:
+def build_engine(cfg: SLAMConfig, neural_map: NeuralSDFMap | None = None, with_mapper: bool = True) -> Engine:
+    """The configured tracker and mapper; ``neural_map`` continues an existing (loaded) map, and
+    ``with_mapper=False`` tracks only (localisation in a saved map)."""
     import torch
 
     torch.set_num_threads(torch_threads(cfg))
+    # the decoder's initial weights and fresh embeddings come from torch's global generator: seed it, or
+    # two runs of the same config start from different maps
+    torch.manual_seed(cfg.seed)
     if cfg.pipeline == "baseline":
-        return Engine(Open3DOdometryTracker(cfg.baseline.odometry), TSDFMapper(cfg.baseline.tsdf))
-    neural_map = build_map(cfg.map)
-    return Engine(Tracker(neural_map, cfg.tracker, seed=cfg.seed), Mapper(neural_map, cfg.mapper, seed=cfg.seed))
+        if neural_map is not None:
+            raise ValueError("a saved neural map needs pipeline: neural (the baseline keeps an Open3D TSDF)")
+        return Engine(Open3DOdometryTracker(cfg.baseline.odometry), TSDFMapper(cfg.baseline.tsdf) if with_mapper else None)
+    neural_map = neural_map if neural_map is not None else build_map(cfg.map)
+    mapper = Mapper(neural_map, cfg.mapper, seed=cfg.seed) if with_mapper else None
+    return Engine(Tracker(neural_map, cfg.tracker, seed=cfg.seed), mapper)
 
 
 def peak_rss_mb() -> float:
@@ -108,29 +117,71 @@ def run_replay(cfg: SLAMConfig, source: Source | None = None, engine: Engine | N
             interrupted = True
             log.warning("interrupted: writing the %d frames tracked so far", len(recorder.poses))
     wall_s = time.perf_counter() - t0
+    return write_run_outputs(cfg, source, engine, recorder, wall_s, interrupted=interrupted)
 
+
+def write_run_outputs(
+    cfg: SLAMConfig,
+    source: Source,
+    engine: Engine,
+    recorder: TrajectoryRecorder,
+    wall_s: float,
+    interrupted: bool = False,
+    extra_stats: dict[str, Any] | None = None,
+) -> RunResult:
+    """The run's output contract (trajectory.txt, mesh.ply, stats.json), each file written atomically;
+    shared by ``slam replay`` and the service."""
+    out_dir = Path(cfg.output.dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     traj_path = out_dir / "trajectory.txt"
-    _write_trajectory(traj_path, recorder)
-    mesh_path = None
+    write_trajectory_atomic(traj_path, np.array(recorder.timestamps, dtype=np.float64), np.array(recorder.poses))
+    mesh_path, mesh_error = None, None
     if cfg.output.save_mesh and engine.mapper is not None:
-        mesh = engine.mapper.extract_mesh()
-        if mesh is not None and len(mesh.triangles) > 0:
-            import open3d as o3d
-
-            mesh_path = out_dir / "mesh.ply"
-            o3d.io.write_triangle_mesh(str(mesh_path), mesh)
+        try:
+            mesh = engine.mapper.extract_mesh()
+            if mesh is not None and len(mesh.triangles) > 0:
+                mesh_path = out_dir / "mesh.ply"
+                write_mesh_atomic(mesh_path, mesh)
+        except Exception as exc:  # e.g. a mapper that crashed mid-step: the stats must still be written
+            log.exception("could not write the mesh")
+            mesh_path, mesh_error = None, f"{type(exc).__name__}: {exc}"
 
     stats = _stats(cfg, source, engine, recorder, wall_s)
     stats["interrupted"] = interrupted
-    (out_dir / "stats.json").write_text(json.dumps(stats, indent=2) + "\n")
+    if mesh_error is not None:
+        stats["mesh_error"] = mesh_error
+    if mesh_path is not None and not interrupted:
+        stats.update(ground_truth_mesh_accuracy(cfg, source, mesh_path))
+    stats.update(extra_stats or {})
+    write_text_atomic(out_dir / "stats.json", json.dumps(stats, indent=2) + "\n")
     return RunResult(out_dir, stats, traj_path, mesh_path, interrupted)
 
 
-def _write_trajectory(path: Path, recorder: TrajectoryRecorder) -> None:
-    from slam.eval.trajectory import Trajectory, write_tum
+def ground_truth_mesh_accuracy(cfg: SLAMConfig, source: Source, mesh_path: Path, view_every: int = 10) -> dict:
+    """Mesh metrics against the source's exact mesh (``gt_mesh_path``, e.g. the demo scene), completion
+    counted over the surfaces the run's frames observed (every ``view_every``-th frame, at its
+    ground-truth pose); empty when the source has no such mesh."""
+    gt_mesh = getattr(source, "gt_mesh_path", None)
+    if gt_mesh is None or not Path(gt_mesh).exists():
+        return {}
+    from slam.eval.mesh import MeshError, mesh_metrics, observed_mask
 
-    poses = np.array(recorder.poses).reshape(-1, 4, 4)
-    write_tum(path, Trajectory(np.array(recorder.timestamps, dtype=np.float64), poses))
+    s = cfg.source
+    views_source = open_source(
+        s.kind, s.path, first=s.first, last=s.last, stride=(s.stride or 1) * view_every, **s.options
+    )
+    with views_source:
+        views = [(f.gt_pose, f.depth, f.intrinsics) for f in views_source if getattr(f, "gt_pose", None) is not None]
+    try:
+        m = mesh_metrics(gt_mesh, mesh_path, n_points=100_000, ref_mask=lambda pts: observed_mask(pts, views))
+    except MeshError as exc:
+        log.warning("mesh metrics against %s: %s", gt_mesh, exc)
+        return {}
+    return {
+        "mesh_accuracy_cm": round(m.accuracy_cm, 3),
+        "mesh_completion_cm": round(m.completion_cm, 3),
+        "mesh_completion_ratio": round(m.completion_ratio, 4),
+    }
 
 
 def _stats(cfg: SLAMConfig, source: Source, engine: Engine, rec: TrajectoryRecorder, wall_s: float) -> dict:

@@ -138,6 +138,13 @@ class Tracker:
         residual = float(torch.sqrt((r[inl] ** 2).mean())) if bool(inl.any()) else float("nan")
         return residual, float(inl.sum()) / pts.shape[0], n_valid
 
+    def resume(self, pose: np.ndarray) -> None:
+        """Continue in an existing (loaded) map from a guess of the next frame's pose: that frame is then
+        re-localised from ``pose`` with the wide recovery kernel instead of defining the map's origin."""
+        self.poses = [np.asarray(pose, dtype=np.float64).copy()]
+        self.last_good = self.poses[0]
+        self.lost_streak = 1
+
     # -- per frame -----------------------------------------------------------------------------
     def track(self, frame: RGBDFrame) -> TrackingResult:
         if not self.poses:

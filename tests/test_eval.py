@@ -589,3 +589,48 @@ def test_cli_mounted_under_slam_eval(tum_pair):
     assert _last_json(res.stdout)["align"] == "se3"
     help_text = runner.invoke(app, ["eval", "rpe", "--help"]).stdout
     assert "--unit" in help_text and "seconds" in help_text
+
+
+def _sphere_depth_from_above(height: float, intr) -> np.ndarray:
+    """Depth image (z-depth) of the unit sphere seen by a camera at (0, 0, height) looking down -z."""
+    u, v = np.meshgrid(np.arange(intr.width), np.arange(intr.height))
+    rays = np.stack([(u - intr.cx) / intr.fx, (v - intr.cy) / intr.fy, np.ones(u.shape)], axis=-1)
+    # camera (x, y, z) = world (x, -y, -z) shifted: ray origin o = (0, 0, h), direction d(world)
+    d = rays * np.array([1.0, -1.0, -1.0])
+    b = 2 * d[..., 2] * height
+    a = np.sum(d * d, axis=-1)
+    disc = b * b - 4 * a * (height * height - 1.0)
+    t = (-b - np.sqrt(np.maximum(disc, 0.0))) / (2 * a)  # z-depth, as the ray's camera z component is 1
+    return np.where(disc > 0, t, 0.0).astype(np.float32)
+
+
+def test_completion_over_observed_reference_only(spheres):
+    from slam.eval import mesh_metrics
+    from slam.eval.mesh import observed_mask
+    from slam.frames import CameraIntrinsics
+
+    unit, _, half = spheres
+    intr = CameraIntrinsics(fx=200.0, fy=200.0, cx=80.0, cy=60.0, width=160, height=120)
+    pose = np.diag([1.0, -1.0, -1.0, 1.0])
+    pose[2, 3] = 3.0
+    depth = _sphere_depth_from_above(3.0, intr)
+    points = np.random.default_rng(3).normal(size=(20_000, 3))
+    points /= np.linalg.norm(points, axis=1, keepdims=True)
+    seen = observed_mask(points, [(pose, depth, intr)], tolerance=0.02)
+    # visible from (0, 0, 3): the cap whose normal faces the camera, z > 1/3 (tangent rays), inside the image
+    cam = (points - pose[:3, 3]) @ pose[:3, :3]
+    u = cam[:, 0] / cam[:, 2] * intr.fx + intr.cx
+    v = cam[:, 1] / cam[:, 2] * intr.fy + intr.cy
+    in_image = (u > 1) & (u < intr.width - 2) & (v > 1) & (v < intr.height - 2)
+    facing = points[:, 2] > 0.6  # nearer the limb a pixel spans more depth than the tolerance
+    assert seen[facing & in_image].mean() > 0.99
+    assert not seen[points[:, 2] < 0].any()  # the far side is occluded by the near side
+    outside = (u < -1) | (u > intr.width + 1) | (v < -1) | (v > intr.height + 1)
+    assert outside[points[:, 2] > 0.5].sum() > 100 and not seen[outside].any()
+    # the upper half-sphere is complete where the camera looked, though it misses half the sphere
+    everywhere = mesh_metrics(unit, half, n_points=50_000)
+    observed = mesh_metrics(
+        unit, half, n_points=50_000, ref_mask=lambda p: observed_mask(p, [(pose, depth, intr)], tolerance=0.02)
+    )
+    assert everywhere.completion_ratio < 0.65 and observed.completion_ratio > 0.99
+    assert observed.accuracy_cm == everywhere.accuracy_cm  # accuracy still against the whole reference

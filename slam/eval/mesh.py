@@ -9,11 +9,17 @@ Both meshes are sampled uniformly by area (``n_points`` points each, open3d
   ``threshold`` (5 cm by default).
 
 Distances are computed in metres and reported in centimetres. Meshes must already be in the same
-frame (no alignment or culling is done here).
+frame (no alignment is done here).
+
+A ground-truth mesh of a whole scene also holds surfaces no camera saw (behind furniture, under
+tables). ``observed_mask`` keeps the reference samples that some view observed (inside its image, in
+front of the camera, and within a tolerance of that view's measured depth), and ``mesh_metrics`` with
+``ref_mask`` computes completion over those only; accuracy always uses the whole reference.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
@@ -21,10 +27,12 @@ from typing import TYPE_CHECKING, Any, Union
 import numpy as np
 from scipy.spatial import cKDTree
 
+from slam.frames import CameraIntrinsics
+
 if TYPE_CHECKING:  # open3d is slow to import: only load it when a mesh is actually processed
     import open3d as o3d
 
-__all__ = ["MeshError", "MeshMetrics", "load_mesh", "mesh_metrics", "sample_surface"]
+__all__ = ["MeshError", "MeshMetrics", "load_mesh", "mesh_metrics", "observed_mask", "sample_surface"]
 
 MeshLike = Union[str, Path, "o3d.geometry.TriangleMesh"]
 
@@ -78,13 +86,44 @@ def sample_surface(mesh: o3d.geometry.TriangleMesh, n_points: int, seed: int) ->
     return np.asarray(mesh.sample_points_uniformly(number_of_points=int(n_points)).points, dtype=np.float64)
 
 
+def observed_mask(
+    points: np.ndarray,
+    views: Iterable[tuple[np.ndarray, np.ndarray, CameraIntrinsics]],
+    tolerance: float = 0.05,
+) -> np.ndarray:
+    """Which of the N×3 world points some view observed: for each (camera-to-world pose, depth image,
+    intrinsics), the point projects inside the image, in front of the camera, onto a valid depth pixel
+    whose depth is within ``tolerance`` (m) of the point's (so occluded points do not count)."""
+    seen = np.zeros(points.shape[0], dtype=bool)
+    for pose, depth, intr in views:
+        rot, trans = pose[:3, :3], pose[:3, 3]
+        cam = (points - trans) @ rot  # world → camera: Rᵀ (x − t)
+        z = cam[:, 2]
+        front = z > 1e-6
+        u = np.round(cam[:, 0] / np.where(front, z, 1.0) * intr.fx + intr.cx).astype(np.int64)
+        v = np.round(cam[:, 1] / np.where(front, z, 1.0) * intr.fy + intr.cy).astype(np.int64)
+        h, w = depth.shape
+        inside = front & (u >= 0) & (u < w) & (v >= 0) & (v < h)
+        measured = np.zeros_like(z)
+        measured[inside] = depth[v[inside], u[inside]]
+        seen |= inside & (measured > 0) & (np.abs(measured - z) < tolerance)
+    return seen
+
+
 def mesh_metrics(
-    ref: MeshLike, est: MeshLike, n_points: int = 200_000, threshold: float = 0.05, seed: int = 0
+    ref: MeshLike,
+    est: MeshLike,
+    n_points: int = 200_000,
+    threshold: float = 0.05,
+    seed: int = 0,
+    ref_mask: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> MeshMetrics:
     """Accuracy / completion (cm) and completion ratio of ``est`` against ``ref`` (paths or open3d meshes).
 
     The reference is sampled with ``seed`` and the estimate with ``seed + 1`` (independent samples, so a
-    mesh compared with itself scores the sampling density, not exactly 0).
+    mesh compared with itself scores the sampling density, not exactly 0). ``ref_mask`` maps the
+    reference samples (N×3) to the boolean mask of those that count for completion (for example
+    ``observed_mask`` over the run's views).
     """
     if n_points < 1:
         raise ValueError(f"n_points must be positive, got {n_points}")
@@ -95,6 +134,11 @@ def mesh_metrics(
     ref_pts = sample_surface(ref_mesh, n_points, seed)
     est_pts = sample_surface(est_mesh, n_points, seed + 1)
     acc_dist, _ = cKDTree(ref_pts).query(est_pts, k=1, workers=-1)
+    if ref_mask is not None:
+        keep = np.asarray(ref_mask(ref_pts), dtype=bool)
+        if not keep.any():
+            raise MeshError("no reference sample passes ref_mask (did the views see the reference at all?)")
+        ref_pts = ref_pts[keep]
     comp_dist, _ = cKDTree(est_pts).query(ref_pts, k=1, workers=-1)
     return MeshMetrics(
         accuracy_cm=float(np.mean(acc_dist)) * 100.0,

@@ -1,0 +1,69 @@
+"""``ServiceConfig``: how ``slam run`` / ``slam launch`` drive the engine (the ``service:`` section)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from slam.control import ControlConfig
+from slam.publishers import PublisherConfig
+
+Mode = Literal["auto", "fast", "realtime", "live"]
+
+
+class ServiceConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    mode: Mode = Field(
+        "auto",
+        description="fast: every frame of a recording, as fast as possible; realtime: a recording paced by its "
+        "timestamps, stale frames dropped; live: a live sensor, stale frames dropped; auto: live for live "
+        "sources, fast for recordings",
+    )
+    speed: float = Field(
+        1.0, gt=0, description="realtime mode: playback rate (2 = twice as fast as recorded)"
+    )
+    frame_queue: int = Field(
+        2, ge=1, le=1000, description="frames waiting between the driver and the tracker"
+    )
+    map_queue: int = Field(
+        2, ge=1, le=1000, description="tracked frames waiting between the tracker and the mapper"
+    )
+    map_every_frame: bool | None = Field(
+        None,
+        description="the tracker waits for room in the mapping queue so every tracked frame is mapped; null = "
+        "true in fast mode, false otherwise (realtime and live: mapping never holds tracking back; tracked "
+        "frames the mapper has no room for are counted as not mapped)",
+    )
+    load_map: Path | None = Field(None, description="start from this saved map (slam run --load-map)")
+    localize_only: bool = Field(False, description="track in the loaded map without mapping (needs load_map)")
+    save_map: bool = Field(
+        True, description="on shutdown, write the map, keyframes and trajectory to output.dir/map_file"
+    )
+    map_file: str = Field("map.pt", min_length=1, description="file name of the saved map in output.dir")
+    drain_timeout_s: float = Field(
+        30.0,
+        ge=0,
+        description="on shutdown, how long the mapper may work through its queue before the rest is skipped",
+    )
+    mesh_max_share: float = Field(
+        0.25,
+        gt=0,
+        le=1,
+        description="largest share of the mapping thread's time spent re-meshing for the mesh "
+        "topic: updates come every publish.mesh_every_s or further apart (re-meshing a room costs seconds on 2 cores)",
+    )
+    publish: PublisherConfig = Field(
+        default_factory=PublisherConfig, description="ZeroMQ pose / mesh / status topics"
+    )
+    control: ControlConfig = Field(default_factory=ControlConfig, description="ZeroMQ control requests")
+
+    @model_validator(mode="after")
+    def _localize_needs_a_map(self) -> ServiceConfig:
+        if self.localize_only and self.load_map is None:
+            raise ValueError(
+                "localize_only needs a map to track in: set service.load_map (slam run --load-map FILE)"
+            )
+        return self

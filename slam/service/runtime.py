@@ -1,0 +1,432 @@
+"""``SLAMService``: the driver, tracking, mapping and status threads around one engine pipeline, the
+publisher and the control server, and the orderly end of a run.
+
+Lifecycle: construct (everything that can fail at start fails here: mode, source, map file, sockets),
+``start()``, ``wait()`` until the recording ends or a shutdown is requested (signal, control command,
+tracking failure), then ``shutdown()``: stop the driver, let the tracker finish the frames already
+read, let the mapper work through its queue (up to ``service.drain_timeout_s``), then write the
+trajectory first (it is what matters most), the map, the mesh and ``stats.json``.
+
+Thread ownership: the tracking thread alone calls the tracker, the mapping thread alone calls the
+mapper (and its mesher); anything else that needs them (control commands, shutdown) takes the stage
+lock, ``track_lock`` or ``map_lock`` (in that order: map, then track, when both), which the threads
+hold for one frame at a time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from drivers.base import Source
+from slam.config import SLAMConfig, torch_threads
+from slam.control import ControlServer
+from slam.engine import Engine
+from slam.persistence import (
+    SessionSnapshot,
+    capture,
+    open_map,
+    restore_mapper,
+    save_session,
+    write_mesh_atomic,
+    write_trajectory_atomic,
+)
+from slam.publishers import ServicePublisher
+from slam.replay import RunResult, build_engine, open_configured_source
+from slam.service.driver import DriverThread, Pacer, QueuedFrame
+from slam.service.meshes import all_blocks, whole_mesh_block
+from slam.service.outputs import write_outputs
+from slam.service.pipeline import MapItem, Pipeline
+from slam.service.queues import HandOff
+from slam.service.startup import ServiceError, check_source
+from slam.service.status import LatencyLog, StatusThread, service_status
+from slam.service.workers import MappingWorker, TrackingWorker
+from slam.wire import MeshBlock
+
+log = logging.getLogger(__name__)
+
+
+class SLAMService:
+    def __init__(
+        self,
+        cfg: SLAMConfig,
+        source: Source | None = None,
+        engine: Engine | None = None,
+        publisher: Any | None = None,
+    ) -> None:
+        """``source``, ``engine`` and ``publisher`` replace the configured ones (tests, benchmarks)."""
+        self.cfg = cfg
+        scfg = cfg.service
+        source_cls, self.mode = check_source(cfg, source)
+        self.source_name = cfg.source.kind if source is None else (source.name or source_cls.__name__)
+        self.torch_threads = torch_threads(cfg)
+        fast = self.mode == "fast"
+        self.frames: HandOff[QueuedFrame] = HandOff(
+            scfg.frame_queue, "block" if fast else "drop_oldest", "oldest" if fast else "newest"
+        )
+        map_every_frame = fast if scfg.map_every_frame is None else scfg.map_every_frame
+        self.map_queue: HandOff[MapItem] = HandOff(
+            scfg.map_queue, "block" if map_every_frame else "drop_oldest", "oldest"
+        )
+
+        self.running = threading.Event()  # cleared while paused
+        self.running.set()
+        self.stopping = threading.Event()  # shutdown has begun: the driver stops reading
+        self.aborting = threading.Event()  # no more waiting on the mapper
+        self.tracking_done = threading.Event()
+        self._wake = threading.Event()  # the main thread's: end of stream or shutdown requested
+        self.shutdown_reason: str | None = None
+        self.track_lock = threading.Lock()
+        self.map_lock = threading.Lock()
+        self.latency = LatencyLog()
+        self.tracked_before = 0  # frames tracked by pipelines that reset / load_map replaced
+        self.segments: list[str] = []  # trajectories of replaced pipelines
+        self.mapping_crashes = 0
+        self.last_mapped_stamp = 0.0
+        self._mesh_seq = 0
+        self._generation = 0
+        self.started_monotonic = 0.0
+        self._t0 = 0.0
+        self.driver: DriverThread | None = None
+        self.tracking_worker: TrackingWorker | None = None
+        self.mapping_worker: MappingWorker | None = None
+        self.status_thread: StatusThread | None = None
+        self._result: RunResult | None = None
+
+        self.publisher_enabled = publisher is not None or scfg.publish.enabled
+        self.mesh_every_s = scfg.publish.mesh_every_s
+        self.mesh_max_share = scfg.mesh_max_share
+        self.source: Source | None = None
+        self.publisher: Any | None = None
+        self.control: ControlServer | None = None
+        self._observers: list[Any] = []
+        try:
+            # cheap checks first: a bad map file fails before the source is opened (the demo may render
+            # its scene) and before anything binds a port
+            start_engine, history = self._initial_engine(engine)
+            self.source = source if source is not None else open_configured_source(cfg)
+            self.publisher = publisher if publisher is not None else ServicePublisher(scfg.publish)
+            self._observers = [self.publisher] if self.publisher_enabled else []
+            self.pipeline = self._pipeline(start_engine, history)
+            if scfg.control.enabled:
+                from slam.service.commands import ServiceCommands
+
+                self.control = ControlServer(scfg.control, ServiceCommands(self))
+        except BaseException:
+            self._close_resources()
+            raise
+
+    # -- construction of pipelines ---------------------------------------------------------------
+    def _initial_engine(self, engine: Engine | None) -> tuple[Engine, SessionSnapshot | None]:
+        if engine is not None:
+            return engine, None
+        if self.cfg.service.load_map is not None:
+            return self._loaded_engine(self.cfg.service.load_map, self.cfg.service.localize_only)
+        return build_engine(self.cfg), None
+
+    def _loaded_engine(self, path: Path, localize_only: bool) -> tuple[Engine, SessionSnapshot]:
+        """An engine around a saved map (``MapFileError`` names the file when it cannot be read)."""
+        neural_map, snapshot = open_map(path, device=self.cfg.map.device)
+        try:
+            engine = build_engine(self.cfg, neural_map, with_mapper=not localize_only)
+        except ValueError as exc:
+            raise ServiceError(f"{path}: {exc}") from None
+        if engine.mapper is not None:
+            restore_mapper(engine.mapper, snapshot)
+        log.info(
+            "loaded %s: %d blocks, %d keyframes",
+            path,
+            neural_map.grids[0].num_blocks,
+            len(snapshot.keyframes),
+        )
+        return engine, snapshot
+
+    def _pipeline(self, engine: Engine, history: SessionSnapshot | None = None) -> Pipeline:
+        return Pipeline.create(engine, self._next_generation(), self._observers, history=history)
+
+    def _next_generation(self) -> int:
+        self._generation += 1
+        return self._generation
+
+    # -- running ---------------------------------------------------------------------------------
+    def start(self) -> None:
+        assert self.source is not None
+        self.started_monotonic = time.monotonic()
+        self._t0 = time.perf_counter()
+        pacer = Pacer(self.cfg.service.speed) if self.mode == "realtime" else None
+        self.driver = DriverThread(
+            self.source, self.frames, self.stopping, self.running, pacer, hold_when_paused=self.mode != "live"
+        )
+        self.tracking_worker = TrackingWorker(self)
+        self._ensure_mapping_thread()
+        self.status_thread = StatusThread(self, self.cfg.service.publish.status_every_s, self._progress_bar())
+        if self.control is not None:
+            self.control.start()
+        self.tracking_worker.start()
+        self.driver.start()
+        self.status_thread.start()
+        log.info("service running: mode %s, source %s", self.mode, self.source_name)
+
+    def _ensure_mapping_thread(self) -> None:
+        """A mapping thread for the current pipeline, started anew after a crash (reset / load_map)."""
+        if self.pipeline.mapper is None or self.stopping.is_set():
+            return
+        if self.mapping_worker is not None and self.mapping_worker.is_alive():
+            return
+        self.mapping_worker = MappingWorker(self)
+        self.mapping_worker.start()
+
+    def _progress_bar(self) -> Any | None:
+        if not self.cfg.output.progress:
+            return None
+        from tqdm import tqdm
+
+        assert self.source is not None
+        return tqdm(total=self.source.length(), unit="frame", desc=self.mode, dynamic_ncols=True, leave=False)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """True once the run should end (the source ended or a shutdown was requested)."""
+        return self._wake.wait(timeout)
+
+    def request_shutdown(self, reason: str) -> None:
+        """Ask for a graceful shutdown (signals, the shutdown command); the main thread carries it out."""
+        if self.shutdown_reason is None:
+            self.shutdown_reason = reason
+        self._wake.set()
+
+    def run(self) -> RunResult:
+        """start, wait for the end, shut down; with the signal handlers of ``shutdown_on_signals``."""
+        self.start()
+        while not self.wait(0.2):
+            pass
+        return self.shutdown()
+
+    # -- state -----------------------------------------------------------------------------------
+    @property
+    def state(self) -> str:
+        if self._result is not None:
+            return "stopped"
+        if self.stopping.is_set():
+            return "stopping"
+        if not self.running.is_set():
+            return "paused"
+        if not self.pipeline.ready.is_set():
+            return "initialising"
+        return "running"
+
+    def mapping_alive(self) -> bool:
+        worker = self.mapping_worker
+        return worker is not None and worker.is_alive() and worker.error is None
+
+    def on_mapping_crashed(self) -> None:
+        self.mapping_crashes += 1
+        self.map_queue.clear()
+        self.pipeline.ready.set()  # a tracker waiting for the first map must not wait forever
+
+    def on_tracking_done(self) -> None:
+        self.tracking_done.set()
+        self._wake.set()
+
+    def frames_skipped(self) -> int:
+        return self.source.frames_skipped if self.source is not None else 0
+
+    def driver_error(self) -> str | None:
+        error = self.driver.error if self.driver is not None else None
+        return None if error is None else f"{type(error).__name__}: {error}"
+
+    def status(self) -> dict[str, Any]:
+        return service_status(self)
+
+    # -- publishing ------------------------------------------------------------------------------
+    def publish_status(self, status: dict[str, Any]) -> None:
+        if self.publisher_enabled and self.publisher is not None:
+            self.publisher.publish_status(status)
+
+    def publish_mesh(self, blocks: list[MeshBlock], full: bool) -> None:
+        if not (self.publisher_enabled and self.publisher is not None):
+            return
+        seq, self._mesh_seq = self._mesh_seq, self._mesh_seq + 1
+        self.publisher.publish_mesh(stamp=self.last_mapped_stamp, seq=seq, blocks=blocks, full=full)
+
+    def publish_full_mesh(self) -> int:
+        """Publish the whole mesh now (``full: true``); returns the number of blocks."""
+        with self.map_lock:
+            mapper = self.pipeline.mapper
+            if mapper is None:
+                raise ServiceError("no mesh: this run does not map (localize_only)")
+            mesher = getattr(mapper, "mesher", None)
+            blocks = all_blocks(mesher) if mesher is not None else whole_mesh_block(mapper)
+        self.publish_mesh(blocks, full=True)
+        return len(blocks)
+
+    # -- commands --------------------------------------------------------------------------------
+    def pause(self) -> None:
+        self.running.clear()
+
+    def resume(self) -> None:
+        self.running.set()
+
+    def reset(self) -> str | None:
+        """Back to how the run started (an empty map, or the loaded map read again); the trajectory so
+        far is kept in a segment file, whose path is returned (None when nothing was tracked)."""
+        self._refuse_while_stopping("reset")
+        scfg = self.cfg.service
+        if scfg.load_map is not None:
+            fresh = self._pipeline(*self._loaded_engine(scfg.load_map, scfg.localize_only))
+        else:
+            fresh = self._pipeline(build_engine(self.cfg))
+        return self._swap(fresh)
+
+    def load_map(self, path: Path, localize_only: bool) -> dict[str, Any]:
+        self._refuse_while_stopping("load_map")
+        segment = self._swap(self._pipeline(*self._loaded_engine(path, localize_only)))
+        neural_map = self.pipeline.neural_map
+        return {
+            "path": str(path),
+            "blocks": neural_map.grids[0].num_blocks,
+            "keyframes": len(self.pipeline.history.keyframes) if self.pipeline.history else 0,
+            "localize_only": localize_only,
+            "segment": segment,
+        }
+
+    def _swap(self, fresh: Pipeline) -> str | None:
+        with self.map_lock, self.track_lock:
+            old = self.pipeline
+            segment = self._archive_trajectory(old)
+            self.tracked_before += old.engine.stats.frames
+            self.map_queue.clear()
+            self.pipeline = fresh
+        if self.tracking_worker is not None:  # started: the new mapper needs a thread
+            self._ensure_mapping_thread()
+        return segment
+
+    def _archive_trajectory(self, pipeline: Pipeline) -> str | None:
+        stamps, poses = pipeline.trajectory()
+        if len(stamps) == 0:
+            return None
+        path = Path(self.cfg.output.dir) / f"trajectory-segment-{len(self.segments) + 1}.txt"
+        write_trajectory_atomic(path, stamps, poses)
+        self.segments.append(str(path))
+        return str(path)
+
+    def _refuse_while_stopping(self, what: str) -> None:
+        if self.stopping.is_set():
+            raise ServiceError(f"{what}: the service is shutting down")
+
+    def save_map(self, path: Path) -> dict[str, Any]:
+        """Map, keyframes and trajectory (a loaded map's saved one first) to ``path``, atomically."""
+        snapshot = self._snapshot()
+        save_session(path, snapshot)
+        return {"path": str(path), "bytes": path.stat().st_size, "poses": len(snapshot.timestamps)}
+
+    def _snapshot(self) -> SessionSnapshot:
+        with self.map_lock:
+            pipeline = self.pipeline
+            if pipeline.neural_map is None:
+                raise ServiceError(
+                    "save_map: the baseline pipeline's TSDF map cannot be saved (pipeline: neural can)"
+                )
+            stamps, poses = pipeline.trajectory()
+            history = pipeline.history
+            if history is not None:
+                stamps = np.concatenate([history.timestamps, stamps])
+                poses = np.concatenate([history.poses, poses])
+            snapshot = capture(pipeline.neural_map, pipeline.mapper, stamps, poses)
+        if pipeline.mapper is None and history is not None:  # localising only: the loaded keyframes stand
+            snapshot.keyframes, snapshot.frames_integrated = (
+                list(history.keyframes),
+                history.frames_integrated,
+            )
+        return snapshot
+
+    def save_mesh(self, path: Path) -> dict[str, Any]:
+        with self.map_lock:
+            mapper = self.pipeline.mapper
+            mesh = mapper.extract_mesh() if mapper is not None else None
+        if mesh is None or len(mesh.triangles) == 0:
+            raise ServiceError("save_mesh: nothing is mapped yet")
+        write_mesh_atomic(path, mesh)
+        return {"path": str(path), "vertices": len(mesh.vertices), "triangles": len(mesh.triangles)}
+
+    # -- the end ---------------------------------------------------------------------------------
+    def shutdown(self) -> RunResult:
+        """Stop, drain and write the outputs; returns the run's result. Safe to call twice."""
+        if self._result is not None:
+            return self._result
+        interrupted = self.shutdown_reason is not None and not self.tracking_done.is_set()
+        self.stopping.set()
+        self.running.set()  # a paused run still drains
+        self._stop_threads()
+        wall_s = time.perf_counter() - self._t0 if self._t0 else 0.0
+        try:
+            self._result = write_outputs(self, wall_s, interrupted)
+            self.publish_status(service_status(self))
+        finally:
+            self._close_resources()
+        return self._result
+
+    def _stop_threads(self) -> None:
+        if self.driver is not None:
+            self.driver.join(
+                timeout=10.0
+            )  # it checks `stopping` between frames; a hung sensor is left behind
+            if self.driver.is_alive():
+                log.warning("the driver did not stop within 10 s (sensor read blocked); leaving it")
+        self.frames.close()
+        if self.tracking_worker is not None:
+            self.tracking_worker.join()  # it tracks what the driver had queued, then ends
+        self.map_queue.close()
+        worker = self.mapping_worker
+        if worker is not None and worker.is_alive():
+            worker.join(timeout=self.cfg.service.drain_timeout_s)
+            if worker.is_alive():
+                log.warning(
+                    "mapping did not drain within %.0f s; the rest of its queue is not mapped",
+                    self.cfg.service.drain_timeout_s,
+                )
+                self.aborting.set()
+                worker.abort.set()
+                worker.join()
+        self.map_queue.clear()
+        if self.status_thread is not None:
+            self.status_thread.stop.set()
+            self.status_thread.join()
+            if self.status_thread.progress is not None:
+                self.status_thread.progress.close()
+
+    def _close_resources(self) -> None:
+        if self.control is not None:
+            self.control.stop()
+        if self.publisher is not None:
+            self.publisher.close()
+        if self.source is not None:
+            self.source.close()
+
+
+@contextlib.contextmanager
+def shutdown_on_signals(service: SLAMService) -> Iterator[None]:
+    """SIGINT and SIGTERM request a graceful shutdown (main thread only); a second signal while the
+    outputs are being written is reported and otherwise ignored, so they are not cut short."""
+
+    def handler(signum: int, _frame: Any) -> None:
+        name = signal.Signals(signum).name
+        if service.shutdown_reason is not None:
+            log.warning("%s: already shutting down, writing the outputs", name)
+            return
+        log.warning("%s: shutting down (finishing queued frames, then saving)", name)
+        service.request_shutdown(name)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)

@@ -1,0 +1,129 @@
+"""What the service reports: the status dictionary (status topic, ``status`` command, stats.json) and
+the thread that publishes it periodically."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import psutil
+
+if TYPE_CHECKING:
+    from slam.service.runtime import SLAMService
+
+
+class LatencyLog:
+    """Per tracked frame: recording stamp, when the source delivered it, when tracking ended and when
+    the observers (the pose publisher among them) had returned; all ``time.perf_counter()``."""
+
+    def __init__(self, keep: int = 100_000) -> None:
+        self._rows: deque[tuple[float, float, float, float]] = deque(maxlen=keep)
+        self._lock = threading.Lock()  # the tracking thread appends while status readers iterate
+
+    def record(self, stamp: float, available_at: float, tracked_at: float, published_at: float) -> None:
+        with self._lock:
+            self._rows.append((stamp, available_at, tracked_at, published_at))
+
+    def rows(self) -> np.ndarray:
+        """N×4 array (stamp, available_at, tracked_at, published_at)."""
+        with self._lock:
+            rows = list(self._rows)
+        return np.array(rows, dtype=np.float64).reshape(-1, 4)
+
+    def fps(self, window_s: float = 2.0) -> float:
+        """Frames tracked per second over the last ``window_s``."""
+        now = time.perf_counter()
+        with self._lock:
+            recent = 0
+            for row in reversed(self._rows):
+                if row[2] <= now - window_s:
+                    break
+                recent += 1
+        return recent / window_s
+
+    def summary(self) -> dict[str, float | None]:
+        rows = self.rows()
+        if len(rows) == 0:
+            return {"publish_ms_median": None, "frame_to_pose_ms_median": None}
+        return {
+            "publish_ms_median": round(float(np.median(rows[:, 3] - rows[:, 2])) * 1e3, 3),
+            "frame_to_pose_ms_median": round(float(np.median(rows[:, 3] - rows[:, 1])) * 1e3, 3),
+        }
+
+
+def rss_mb() -> float:
+    return psutil.Process().memory_info().rss / 2**20
+
+
+def service_status(svc: SLAMService) -> dict[str, Any]:
+    pipeline = svc.pipeline
+    engine = pipeline.engine
+    mapper = pipeline.mapper
+    neural_map = pipeline.neural_map
+    mapping = svc.mapping_worker
+    tracked = engine.stats.frames
+    return {
+        "state": svc.state,
+        "mode": svc.mode,
+        "localize_only": mapper is None,
+        "uptime_s": round(time.monotonic() - svc.started_monotonic, 3) if svc.started_monotonic else 0.0,
+        "fps": round(svc.latency.fps(), 2),
+        "frames": {
+            "received": svc.driver.delivered if svc.driver is not None else 0,
+            "tracked": svc.tracked_before + tracked,
+            "lost": engine.stats.frames_lost,
+            "dropped": svc.frames.dropped,  # never tracked: the tracker took a newer frame
+            "not_mapped": svc.map_queue.dropped,  # tracked, but the mapper was busy (or gone)
+            "mapped": mapping.mapped if mapping is not None else 0,
+            "skipped": svc.frames_skipped(),  # undecodable, skipped by the driver
+        },
+        "queues": {"frames": len(svc.frames), "mapping": len(svc.map_queue)},
+        "tracking_ms": _median_ms(engine.stats.tracking_ms),
+        "mapping_ms": _median_ms(engine.stats.mapping_ms),
+        "map": {
+            "blocks": neural_map.grids[0].num_blocks if neural_map is not None else None,
+            "mb": _map_mb(neural_map, mapper),
+            "keyframes": len(getattr(mapper, "keyframes", [])) if mapper is not None else None,
+            "generation": pipeline.generation,
+        },
+        "mapping": {
+            "state": "off" if mapper is None else (mapping.state if mapping is not None else "starting"),
+            "error": mapping.error if mapping is not None else None,
+        },
+        "driver_error": svc.driver_error(),
+        "memory": {"rss_mb": round(rss_mb(), 1)},
+    }
+
+
+def _map_mb(neural_map: Any | None, mapper: Any | None) -> float | None:
+    sized = neural_map if neural_map is not None else mapper  # the TSDF baseline sizes its map itself
+    return round(sized.map_bytes() / 2**20, 3) if sized is not None else None
+
+
+def _median_ms(values: list[float], last: int = 30) -> float | None:
+    recent = values[-last:]
+    return round(float(np.median(recent)), 3) if recent else None
+
+
+class StatusThread(threading.Thread):
+    """Publishes the status every ``period_s`` (and moves the progress bar, when there is one)."""
+
+    def __init__(self, svc: SLAMService, period_s: float, progress: Any | None = None) -> None:
+        super().__init__(name="slam-status", daemon=True)
+        self.svc, self.period_s, self.progress = svc, period_s, progress
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.wait(self.period_s):
+            self.tick()
+
+    def tick(self) -> None:
+        status = service_status(self.svc)
+        self.svc.publish_status(status)
+        if self.progress is not None:
+            self.progress.n = status["frames"]["tracked"]
+            self.progress.set_postfix(fps=status["fps"], dropped=status["frames"]["dropped"], refresh=False)
+            self.progress.refresh()
