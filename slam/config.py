@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from drivers.events.sync import EventCameraConfig
 from slam.baseline import BaselineConfig
+from slam.lidar import LidarConfig
 from slam.mapping import MapperConfig
 from slam.neural_map import NeuralMapConfig
 from slam.service.config import ServiceConfig
@@ -69,6 +70,10 @@ class SLAMConfig(StrictModel):
     map: NeuralMapConfig = Field(default_factory=NeuralMapConfig, description="the neural SDF map")
     tracker: TrackerConfig = Field(default_factory=TrackerConfig, description="frame-to-map tracking")
     mapper: MapperConfig = Field(default_factory=MapperConfig, description="online map fitting")
+    lidar: LidarConfig = Field(
+        default_factory=LidarConfig,
+        description="LiDAR sources: preprocessing, tracking points and mapping rays (configs/lidar_64.yaml, lidar_32.yaml)",
+    )
     baseline: BaselineConfig = Field(
         default_factory=BaselineConfig, description="the classical pipeline (pipeline: baseline)"
     )

@@ -47,6 +47,10 @@ class Mapper(Protocol):
         """An ``open3d.geometry.TriangleMesh`` of the map, or None when nothing is mapped yet."""
         ...
 
+    def map_bytes(self) -> int:
+        """Memory held by the map (stats and status)."""
+        ...
+
 
 class EngineObserver(Protocol):
     def on_tracked(self, frame: Frame, result: TrackingResult) -> None: ...

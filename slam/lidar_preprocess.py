@@ -340,10 +340,18 @@ def _connected_ground(
 
 def segment_ground(points: np.ndarray, config: GroundSegmentationConfig | None = None) -> np.ndarray:
     """Boolean ground mask for points in a sensor frame whose z axis points roughly up."""
+    return segment_ground_with_normals(points, config)[0]
+
+
+def segment_ground_with_normals(
+    points: np.ndarray, config: GroundSegmentationConfig | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(ground mask N, N×3 upward unit normal of each point's ground patch plane): the normals are those
+    of the fitted patch planes, meaningful where the mask is set (the mapper's point-to-plane targets)."""
     config = config or GroundSegmentationConfig()
     pts = np.asarray(points, dtype=np.float64)
     if len(pts) == 0:
-        return np.zeros(0, dtype=bool)
+        return np.zeros(0, dtype=bool), np.zeros((0, 3))
     cell_xy = np.floor(pts[:, :2] / config.cell_size).astype(np.int64)
     cell_of_point, _ = _group(_pack_keys(cell_xy))
     cand = _lowest_per_cell(pts, cell_of_point)  # cand[c] is the lowest point of cell c
@@ -360,7 +368,7 @@ def segment_ground(points: np.ndarray, config: GroundSegmentationConfig | None =
         ground_patch = _connected_ground(patch_ij, normal, offset, ground_patch, config)
     point_patch = patch_of_cell[cell_of_point]
     distance = np.einsum("ij,ij->i", pts, normal[point_patch]) + offset[point_patch]
-    return (np.abs(distance) < config.distance_threshold) & ground_patch[point_patch]
+    return (np.abs(distance) < config.distance_threshold) & ground_patch[point_patch], normal[point_patch]
 
 
 # ------------------------------------------------------------------------------------------ the pipeline
@@ -381,6 +389,7 @@ class PreprocessedScan:
     intensity: np.ndarray | None = None
     point_times: np.ndarray | None = None  # seconds relative to ``timestamp`` (≤ 0 after deskewing)
     deskewed: bool = False
+    ground_normals: np.ndarray | None = None  # M×3 upward normal of each point's ground patch plane
 
 
 def preprocess_scan(
@@ -388,13 +397,15 @@ def preprocess_scan(
     config: LidarPreprocessConfig | None = None,
     relative_motion: np.ndarray | None = None,
     scan_period: float | None = None,
+    reference_time: float | None = None,
 ) -> PreprocessedScan:
     """Deskew (when the scan has per-point times and a ``relative_motion`` is given), crop by range,
     label the ground, then keep one point per voxel.
 
     ``relative_motion`` is the motion over the last ``scan_period`` seconds (see :func:`deskew`);
     ``scan_period`` defaults to the span of the scan's point times (a spinning LiDAR's sweep lasts one
-    period).
+    period). ``reference_time`` (in the scan's point-time clock, e.g. 0 for the scan's own timestamp) is the
+    instant the scan is deskewed to; by default the latest point time (the end of the sweep).
     """
     config = config or LidarPreprocessConfig()
     points = scan.points
@@ -404,20 +415,22 @@ def preprocess_scan(
     if config.deskew and times is not None and relative_motion is not None and len(points):
         period = float(np.ptp(times)) if scan_period is None else float(scan_period)
         if period > 0:
-            points, ref = deskew(points, times, relative_motion, period)
+            points, ref = deskew(points, times, relative_motion, period, reference_time)
             timestamp += ref
             times = times - ref
             deskewed = True
 
     keep = np.flatnonzero(range_mask(points, config.min_range, config.max_range))
     kept_points = points[keep]
+    ground_normals = None
     if config.ground.enabled:
-        ground = segment_ground(kept_points, config.ground)
+        ground, ground_normals = segment_ground_with_normals(kept_points, config.ground)
     else:
         ground = np.zeros(len(keep), dtype=bool)
     if config.voxel_size > 0:
         chosen = voxel_downsample(kept_points, config.voxel_size)
         keep, kept_points, ground = keep[chosen], kept_points[chosen], ground[chosen]
+        ground_normals = None if ground_normals is None else ground_normals[chosen]
     return PreprocessedScan(
         points=np.asarray(kept_points, dtype=np.float32),
         ground=ground,
@@ -426,4 +439,5 @@ def preprocess_scan(
         intensity=None if scan.intensity is None else scan.intensity[keep],
         point_times=None if times is None else times[keep].astype(np.float32),
         deskewed=deskewed,
+        ground_normals=None if ground_normals is None else ground_normals.astype(np.float32),
     )

@@ -13,6 +13,12 @@ so the map does not forget, and places samples along each ray:
 - an eikonal term keeps |∇SDF| near 1 on a subset of near-surface samples, and a colour term fits the
   colour head at the surface.
 
+Every sensor reduces to rays from an origin to an observed surface point with a surface normal
+(:meth:`Mapper.integrate_rays`): an RGB-D frame's pixels (origin: the camera centre; normals from the
+depth image), or a LiDAR scan's deskewed points (origin: the sensor at each point's firing time; normals
+from the ground planes and local point neighbourhoods, ``slam.lidar.LidarFrontend``). ``free_space_depth``
+keeps the free-space samples of long LiDAR rays near the surface, where the map is allocated.
+
 Embeddings are updated with SparseAdam (only the rows a step touched), the decoders with Adam.
 """
 
@@ -24,8 +30,9 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from slam.frames import RGBDFrame
+from slam.frames import Frame, LidarScan, RGBDFrame
 from slam.geometry import rotation_angle
+from slam.lidar import LidarFrontend
 from slam.neural_map import NeuralSDFMap
 
 
@@ -45,6 +52,10 @@ class MapperConfig(BaseModel):
     )
     eikonal_samples: int = Field(512, ge=0, description="near-surface samples that carry the eikonal term")
     free_weight: float = Field(0.5, ge=0, description="weight of the free-space term")
+    free_space_depth: float = Field(
+        0.0, ge=0, description="free-space samples lie within this distance (m) before the truncation band; "
+        "0 = anywhere from 0.1 m of the sensor (long LiDAR rays: most of such a ray is unallocated space)",
+    )
     color_weight: float = Field(0.1, ge=0, description="weight of the colour term")
     lr_embeddings: float = Field(1e-2, gt=0, description="learning rate of the voxel embeddings")
     lr_decoder: float = Field(2e-3, gt=0, description="learning rate of the decoders")
@@ -63,13 +74,16 @@ class MapperConfig(BaseModel):
 
 @dataclass
 class RaySet:
-    """Observed rays of one frame in its camera frame: unit directions, depth along z, normals, colour."""
+    """Observed rays of one frame in its sensor frame: unit directions, distance from the origin to the
+    surface along the ray, |n·d| at the surface, colour, and the rays' origins (None: all at the sensor
+    frame's origin, as for a camera; a deskewed LiDAR scan's rays leave from where the sensor was)."""
 
     dirs: torch.Tensor  # N×3, unit
     ray_depth: torch.Tensor  # N, distance along the ray to the surface (m)
     cos: torch.Tensor  # N, |n·d| at the surface (point-to-plane factor)
     color: torch.Tensor | None  # N×3 in [0, 1]
     pose: np.ndarray  # 4×4 camera-to-world
+    origins: torch.Tensor | None = None  # N×3 in the sensor frame; None = the origin
 
     def __len__(self) -> int:
         return int(self.dirs.shape[0])
@@ -132,9 +146,16 @@ class Mapper:
 
     name = "neural-sdf-mapper"
 
-    def __init__(self, neural_map: NeuralSDFMap, config: MapperConfig | None = None, seed: int = 0) -> None:
+    def __init__(
+        self,
+        neural_map: NeuralSDFMap,
+        config: MapperConfig | None = None,
+        seed: int = 0,
+        lidar: LidarFrontend | None = None,
+    ) -> None:
         self.map = neural_map
         self.cfg = config or MapperConfig()
+        self.lidar = lidar or LidarFrontend()
         self.rng = np.random.default_rng(seed)
         self.gen = torch.Generator().manual_seed(seed)
         self.keyframes: list[RaySet] = []
@@ -158,9 +179,23 @@ class Mapper:
         )
 
     # -- per frame -----------------------------------------------------------------------------
-    def integrate(self, frame: RGBDFrame, pose: np.ndarray) -> None:
+    def integrate(self, frame: Frame, pose: np.ndarray) -> None:
+        """Fit the map to a tracked RGB-D frame or LiDAR scan at ``pose`` (sensor-to-world)."""
         cfg = self.cfg
-        current = frame_rays(frame, pose, cfg, self.rng, limit=max(cfg.keyframe_rays, cfg.rays))
+        if isinstance(frame, RGBDFrame):
+            current = frame_rays(frame, pose, cfg, self.rng, limit=max(cfg.keyframe_rays, cfg.rays))
+        elif isinstance(frame, LidarScan):
+            origins, dirs, dist, cos = self.lidar.ray_tensors(self.lidar.rays(frame, self.rng))
+            current = RaySet(dirs, dist, cos, None, np.asarray(pose, dtype=np.float64).copy(), origins)
+        else:
+            raise TypeError(f"the mapper takes RGBDFrame or LidarScan, not {type(frame).__name__}")
+        self.integrate_rays(current)
+
+    def integrate_rays(self, current: RaySet) -> None:
+        """Allocate around, keyframe and fit one frame's rays (at ``current.pose``): the entry point every
+        sensor uses."""
+        cfg = self.cfg
+        pose = current.pose
         if len(current) == 0:
             return
         self._allocate(current)
@@ -230,7 +265,10 @@ class Mapper:
         # free-space samples: between the camera (from 0.1 m) and the band
         if cfg.free_samples:
             frac = torch.rand(n, cfg.free_samples, generator=self.gen)
-            f_dist = 0.1 + frac * (depth[:, None] - t - 0.1).clamp_min(0)
+            f_start = torch.full_like(depth, 0.1)
+            if cfg.free_space_depth > 0:
+                f_start = torch.maximum(f_start, depth - t - cfg.free_space_depth)
+            f_dist = f_start[:, None] + frac * (depth[:, None] - t - f_start[:, None]).clamp_min(0)
             free_x = (world_o[:, None, :] + world_d[:, None, :] * f_dist[..., None]).reshape(-1, 3)
             xs.append(free_x)
         x = torch.cat(xs)
@@ -315,7 +353,12 @@ def _subset(rays: RaySet, n: int, rng: np.random.Generator) -> RaySet:
         return rays
     idx = torch.from_numpy(rng.choice(len(rays), n, replace=False))
     return RaySet(
-        rays.dirs[idx], rays.ray_depth[idx], rays.cos[idx], None if rays.color is None else rays.color[idx], rays.pose
+        rays.dirs[idx],
+        rays.ray_depth[idx],
+        rays.cos[idx],
+        None if rays.color is None else rays.color[idx],
+        rays.pose,
+        None if rays.origins is None else rays.origins[idx],
     )
 
 
@@ -325,7 +368,7 @@ def _to_world(batches: list[RaySet]):
     for b in batches:
         rot = torch.from_numpy(b.pose[:3, :3].astype(np.float32))
         trans = torch.from_numpy(b.pose[:3, 3].astype(np.float32))
-        origins.append(trans.expand(len(b), 3))
+        origins.append(trans.expand(len(b), 3) if b.origins is None else b.origins @ rot.T + trans)
         dirs.append(b.dirs @ rot.T)
         depth.append(b.ray_depth)
         cos.append(b.cos)
@@ -343,4 +386,7 @@ def _to_world(batches: list[RaySet]):
 def _surface_points(rays: RaySet) -> torch.Tensor:
     rot = torch.from_numpy(rays.pose[:3, :3].astype(np.float32))
     trans = torch.from_numpy(rays.pose[:3, 3].astype(np.float32))
-    return (rays.dirs * rays.ray_depth[:, None]) @ rot.T + trans
+    local = rays.dirs * rays.ray_depth[:, None]
+    if rays.origins is not None:
+        local = local + rays.origins
+    return local @ rot.T + trans

@@ -204,6 +204,10 @@ def _pack(snapshot: SessionSnapshot) -> tuple[MapManifest, dict[str, torch.Tenso
         tensors["keyframes.cos"] = torch.cat([k.cos for k in kfs]).cpu()
         if color:
             tensors["keyframes.color"] = torch.cat([k.color for k in kfs]).cpu()
+        if any(k.origins is not None for k in kfs):  # LiDAR rays leave from where the sensor was
+            tensors["keyframes.origins"] = torch.cat(
+                [torch.zeros(len(k), 3) if k.origins is None else k.origins.cpu() for k in kfs]
+            )
     tensors["trajectory.timestamps"] = torch.from_numpy(np.ascontiguousarray(snapshot.timestamps, np.float64))
     tensors["trajectory.poses"] = torch.from_numpy(np.ascontiguousarray(snapshot.poses, np.float64))
     manifest = MapManifest(
@@ -267,12 +271,15 @@ def load_session(path: str | os.PathLike) -> SessionSnapshot:
             )
         parts = {
             name: torch.split(tensor(f"keyframes.{name}"), sizes)
-            for name in ("dirs", "ray_depth", "cos") + (("color",) if manifest.keyframe_color else ())
+            for name in ("dirs", "ray_depth", "cos")
+            + (("color",) if manifest.keyframe_color else ())
+            + (("origins",) if "keyframes.origins" in tensors else ())
         }
         for k in range(manifest.keyframes):
             color = parts["color"][k] if manifest.keyframe_color else None
+            origins = parts["origins"][k] if "origins" in parts else None
             keyframes.append(
-                RaySet(parts["dirs"][k], parts["ray_depth"][k], parts["cos"][k], color, poses[k].copy())
+                RaySet(parts["dirs"][k], parts["ray_depth"][k], parts["cos"][k], color, poses[k].copy(), origins)
             )
     timestamps = tensor("trajectory.timestamps").numpy()
     poses = tensor("trajectory.poses").numpy().reshape(-1, 4, 4)

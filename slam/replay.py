@@ -15,6 +15,7 @@ import resource
 import sys
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,8 @@ from drivers.base import Source, open_source
 from slam.baseline import Open3DOdometryTracker, TSDFMapper
 from slam.config import SLAMConfig, torch_threads
 from slam.engine import Engine, TrackingResult
-from slam.frames import Frame, RGBDFrame
+from slam.frames import Frame, LidarScan, RGBDFrame
+from slam.lidar import LidarFrontend
 from slam.mapping import Mapper
 from slam.neural_map import NeuralSDFMap, build_map
 from slam.persistence import write_mesh_atomic, write_text_atomic, write_trajectory_atomic
@@ -79,8 +81,11 @@ def build_engine(cfg: SLAMConfig, neural_map: NeuralSDFMap | None = None, with_m
             raise ValueError("a saved neural map needs pipeline: neural (the baseline keeps an Open3D TSDF)")
         return Engine(Open3DOdometryTracker(cfg.baseline.odometry), TSDFMapper(cfg.baseline.tsdf) if with_mapper else None)
     neural_map = neural_map if neural_map is not None else build_map(cfg.map)
-    mapper = Mapper(neural_map, cfg.mapper, seed=cfg.seed) if with_mapper else None
-    return Engine(Tracker(neural_map, cfg.tracker, seed=cfg.seed), mapper)
+    # RGB-D frames and LiDAR scans go through the same tracker and mapper; the LiDAR front end only
+    # preprocesses scans and turns them into points and rays (slam/lidar.py)
+    lidar = LidarFrontend(cfg.lidar)
+    mapper = Mapper(neural_map, cfg.mapper, seed=cfg.seed, lidar=lidar) if with_mapper else None
+    return Engine(Tracker(neural_map, cfg.tracker, seed=cfg.seed, lidar=lidar), mapper)
 
 
 def peak_rss_mb() -> float:
@@ -109,8 +114,16 @@ def run_replay(cfg: SLAMConfig, source: Source | None = None, engine: Engine | N
     with source, _progress(source.length(), cfg.output.progress) as bar:
         try:
             for frame in source:
-                if not isinstance(frame, RGBDFrame):
-                    raise TypeError(f"source {cfg.source.kind!r} yields {type(frame).__name__}; this engine needs RGB-D")
+                if not isinstance(frame, (RGBDFrame, LidarScan)):
+                    raise TypeError(
+                        f"source {cfg.source.kind!r} yields {type(frame).__name__}; the engine tracks RGB-D frames "
+                        "and LiDAR scans"
+                    )
+                if isinstance(frame, LidarScan) and cfg.pipeline == "baseline":
+                    raise TypeError(
+                        f"source {cfg.source.kind!r} yields LiDAR scans; the baseline pipeline is RGB-D only "
+                        "(use pipeline: neural)"
+                    )
                 engine.process(frame)
                 bar.update(1)
         except KeyboardInterrupt:
@@ -170,10 +183,18 @@ def ground_truth_mesh_accuracy(cfg: SLAMConfig, source: Source, mesh_path: Path,
     views_source = open_source(
         s.kind, s.path, first=s.first, last=s.last, stride=(s.stride or 1) * view_every, **s.options
     )
-    with views_source:
-        views = [(f.gt_pose, f.depth, f.intrinsics) for f in views_source if getattr(f, "gt_pose", None) is not None]
+    if getattr(source, "sensor", "rgbd") == "lidar":
+        with views_source:
+            seen = lidar_observed_points(views_source, cfg.lidar.mesh_eval_range)
+        ref_mask = partial(near_points_mask, seen=seen, tolerance=cfg.lidar.mesh_eval_tolerance)
+    else:
+        with views_source:
+            views = [
+                (f.gt_pose, f.depth, f.intrinsics) for f in views_source if getattr(f, "gt_pose", None) is not None
+            ]
+        ref_mask = partial(observed_mask, views=views)
     try:
-        m = mesh_metrics(gt_mesh, mesh_path, n_points=100_000, ref_mask=lambda pts: observed_mask(pts, views))
+        m = mesh_metrics(gt_mesh, mesh_path, n_points=100_000, ref_mask=ref_mask)
     except MeshError as exc:
         log.warning("mesh metrics against %s: %s", gt_mesh, exc)
         return {}
@@ -182,6 +203,34 @@ def ground_truth_mesh_accuracy(cfg: SLAMConfig, source: Source, mesh_path: Path,
         "mesh_completion_cm": round(m.completion_cm, 3),
         "mesh_completion_ratio": round(m.completion_ratio, 4),
     }
+
+
+def lidar_observed_points(scans, max_range: float, voxel: float = 0.1) -> np.ndarray:
+    """World points (M×3) the scans observed within ``max_range`` of the sensor, at their ground-truth
+    poses, one per ``voxel`` cell (the reference for LiDAR mesh completion)."""
+    from slam.lidar_preprocess import range_mask, voxel_downsample
+
+    chunks = []
+    for scan in scans:
+        if getattr(scan, "gt_pose", None) is None:
+            continue
+        pts = scan.points[np.isfinite(scan.points).all(axis=1)]
+        pts = pts[range_mask(pts, 0.0, max_range)].astype(np.float64)
+        chunks.append(pts @ scan.gt_pose[:3, :3].T + scan.gt_pose[:3, 3])
+    if not chunks:
+        return np.zeros((0, 3))
+    world = np.concatenate(chunks)
+    return world[voxel_downsample(world, voxel)]
+
+
+def near_points_mask(points: np.ndarray, seen: np.ndarray, tolerance: float) -> np.ndarray:
+    """Which of the N×3 points lie within ``tolerance`` (m) of an observed point."""
+    if len(seen) == 0:
+        return np.zeros(len(points), dtype=bool)
+    from scipy.spatial import cKDTree
+
+    dist, _ = cKDTree(seen).query(points, distance_upper_bound=tolerance)
+    return np.isfinite(dist)
 
 
 def _stats(cfg: SLAMConfig, source: Source, engine: Engine, rec: TrajectoryRecorder, wall_s: float) -> dict:

@@ -6,6 +6,12 @@ x = T p the residual is SDF(x) (zero on the surface) and, for a left perturbatio
 beyond a few centimetres (moving objects, unmapped surfaces), points outside allocated space do not
 vote, and iterations go coarse to fine: few points first, all of the budget last.
 
+The registration works on points and optional per-point weights (:meth:`Tracker.track_points`), which is
+what every sensor reduces to: an RGB-D frame's back-projected depth pixels, or a LiDAR scan's deskewed,
+downsampled points with the ground weighted separately (``slam.lidar.LidarFrontend``). A tracked pose is
+the sensor pose at the frame's timestamp; for a LiDAR scan that is the instant it is deskewed to, its
+timestamp (the end of the sweep for the ``kitti`` / ``lidar_demo`` drivers).
+
 Prediction is constant velocity. When a frame fails (too few inliers or a large residual) the tracker
 reports it lost, keeps the prediction, and on the next frames re-registers from the last good pose
 with a wider robust kernel and more iterations until it converges again ("recovered").
@@ -18,8 +24,9 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from slam.engine import TrackingResult
-from slam.frames import RGBDFrame
-from slam.geometry import backproject, se3_exp
+from slam.frames import Frame, LidarScan, RGBDFrame
+from slam.geometry import backproject, invert_pose, se3_exp
+from slam.lidar import LidarFrontend
 from slam.neural_map import NeuralSDFMap
 
 
@@ -51,11 +58,19 @@ class Tracker:
 
     name = "neural-sdf-gauss-newton"
 
-    def __init__(self, neural_map: NeuralSDFMap, config: TrackerConfig | None = None, seed: int = 0) -> None:
+    def __init__(
+        self,
+        neural_map: NeuralSDFMap,
+        config: TrackerConfig | None = None,
+        seed: int = 0,
+        lidar: LidarFrontend | None = None,
+    ) -> None:
         self.map = neural_map
         self.cfg = config or TrackerConfig()
         self.rng = np.random.default_rng(seed)
+        self.lidar = lidar or LidarFrontend()
         self.poses: list[np.ndarray] = []
+        self.timestamps: list[float] = []
         self.last_good: np.ndarray | None = None
         self.lost_streak = 0
 
@@ -79,19 +94,33 @@ class Tracker:
 
     # -- registration --------------------------------------------------------------------------
     def register(
-        self, points: np.ndarray, init: np.ndarray, robust_scale: float | None = None, iterations: int | None = None
+        self,
+        points: np.ndarray,
+        init: np.ndarray,
+        robust_scale: float | None = None,
+        iterations: int | None = None,
+        weights: np.ndarray | None = None,
     ) -> tuple[np.ndarray, dict]:
-        """Gauss-Newton alignment of camera points to the map from ``init``; returns (pose, report)."""
+        """Gauss-Newton alignment of sensor-frame points (N×3, shuffled: the coarse stage takes a prefix) to
+        the map from ``init``, each point's term scaled by ``weights`` (N, default 1); returns (pose, report)."""
         cfg = self.cfg
+        points = np.asarray(points)
+        if points.ndim != 2 or points.shape[1] != 3:
+            raise ValueError(f"points must be N×3, got shape {points.shape}")
+        if weights is not None and np.shape(weights) != (points.shape[0],):
+            raise ValueError(f"weights must have shape ({points.shape[0]},), got {np.shape(weights)}")
         scale = robust_scale or cfg.robust_scale
         n_iter = iterations or cfg.iterations
         pose = init.copy()
         pts_all = torch.from_numpy(points.astype(np.float32))
-        coarse = pts_all[: min(cfg.coarse_points, pts_all.shape[0])]  # points are already shuffled
+        w_all = None if weights is None else torch.from_numpy(np.asarray(weights, dtype=np.float64))
+        n_coarse = min(cfg.coarse_points, pts_all.shape[0])
         it_done = 0
         for it in range(n_iter):
-            pts = coarse if it < cfg.coarse_iterations else pts_all
-            xi, _ = self._step(pts, pose, scale)
+            fine = it >= cfg.coarse_iterations
+            pts = pts_all if fine else pts_all[:n_coarse]
+            w_pts = w_all if (fine or w_all is None) else w_all[:n_coarse]
+            xi, _ = self._step(pts, pose, scale, w_pts)
             pose = se3_exp(xi) @ pose
             it_done = it + 1
             if np.linalg.norm(xi) < cfg.converged_delta and it >= cfg.coarse_iterations:
@@ -104,7 +133,9 @@ class Tracker:
         trans = torch.from_numpy(pose[:3, 3].astype(np.float32))
         return pts @ rot.T + trans
 
-    def _step(self, pts: torch.Tensor, pose: np.ndarray, scale: float) -> tuple[np.ndarray, float]:
+    def _step(
+        self, pts: torch.Tensor, pose: np.ndarray, scale: float, point_weights: torch.Tensor | None = None
+    ) -> tuple[np.ndarray, float]:
         x = self._world(pts, pose)
         q = self.map.query(x, gradient=True, min_hits=self.cfg.min_hits)
         keep = q.valid & (q.sdf.abs() < 4 * scale + self.cfg.inlier_threshold)
@@ -117,6 +148,8 @@ class Tracker:
         # Geman-McClure weights keep the influence of large residuals bounded
         s2 = scale * scale
         w = (s2 / (s2 + r * r)) ** 2
+        if point_weights is not None:
+            w = w * point_weights[keep.cpu()].to(w.device)
 
         h = (jac * w[:, None]).T @ jac
         b = (jac * (w * r)[:, None]).T @ torch.ones_like(r)[:, None]
@@ -142,26 +175,65 @@ class Tracker:
         """Continue in an existing (loaded) map from a guess of the next frame's pose: that frame is then
         re-localised from ``pose`` with the wide recovery kernel instead of defining the map's origin."""
         self.poses = [np.asarray(pose, dtype=np.float64).copy()]
+        self.timestamps = []
         self.last_good = self.poses[0]
         self.lost_streak = 1
 
     # -- per frame -----------------------------------------------------------------------------
-    def track(self, frame: RGBDFrame) -> TrackingResult:
+    def track(self, frame: Frame) -> TrackingResult:
+        """Track an RGB-D frame or a LiDAR scan: both reduce to points (and weights) for :meth:`track_points`."""
+        if isinstance(frame, RGBDFrame):
+            if not self.poses:
+                return self.track_points(None, frame.timestamp, first_pose=frame.gt_pose)
+            return self.track_points(self.sample_points(frame), frame.timestamp)
+        if isinstance(frame, LidarScan):
+            if not self.poses:
+                self.lidar.prepare(frame)  # nothing to deskew with yet; the mapper reuses it
+                return self.track_points(None, frame.timestamp, first_pose=frame.gt_pose)
+            motion, period = self.last_motion()
+            prep = self.lidar.prepare(frame, motion, period)
+            if len(prep.points) == 0:
+                raise ValueError(f"{frame.source_name or f'scan {frame.index}'}: no points left after preprocessing")
+            points, weights = self.lidar.tracking_points(prep, self.rng)
+            return self.track_points(points, frame.timestamp, weights=weights)
+        raise TypeError(f"the tracker takes RGBDFrame or LidarScan, not {type(frame).__name__}")
+
+    def last_motion(self) -> tuple[np.ndarray | None, float | None]:
+        """The last relative motion ``T_prev⁻¹ · T_last`` and the time it took (for deskewing), or (None,
+        None) before two poses or without a positive time step."""
+        if len(self.poses) < 2 or len(self.timestamps) < 2:
+            return None, None
+        dt = self.timestamps[-1] - self.timestamps[-2]
+        if not dt > 0:
+            return None, None
+        return invert_pose(self.poses[-2]) @ self.poses[-1], float(dt)
+
+    def track_points(
+        self,
+        points: np.ndarray | None,
+        timestamp: float,
+        weights: np.ndarray | None = None,
+        first_pose: np.ndarray | None = None,
+    ) -> TrackingResult:
+        """Track one set of sensor-frame points (N×3) taken at ``timestamp``: the first call defines the map
+        origin (``first_pose`` when known, else the identity) and needs no points."""
+        self.timestamps.append(float(timestamp))
         if not self.poses:
-            pose = frame.gt_pose.copy() if frame.gt_pose is not None else np.eye(4)
+            pose = first_pose.copy() if first_pose is not None else np.eye(4)
             self.poses.append(pose)
             self.last_good = pose
             return TrackingResult(pose=pose, info={"first": True})
-        points = self.sample_points(frame)
+        if points is None:
+            raise ValueError("points are required after the first frame")
         recovering = self.lost_streak > 0
         if recovering:
             init = self.last_good
             pose, rep = self.register(
-                points, init, self.cfg.robust_scale * self.cfg.recovery_scale, 2 * self.cfg.iterations
+                points, init, self.cfg.robust_scale * self.cfg.recovery_scale, 2 * self.cfg.iterations, weights
             )
-            pose, rep = self.register(points, pose)  # tighten with the normal kernel
+            pose, rep = self.register(points, pose, weights=weights)  # tighten with the normal kernel
         else:
-            pose, rep = self.register(points, self.predict())
+            pose, rep = self.register(points, self.predict(), weights=weights)
         lost = not (
             rep["inlier_ratio"] >= self.cfg.min_inlier_ratio
             and np.isfinite(rep["residual"])

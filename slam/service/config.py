@@ -25,6 +25,12 @@ class ServiceConfig(BaseModel):
     speed: float = Field(
         1.0, gt=0, description="realtime mode: playback rate (2 = twice as fast as recorded)"
     )
+    hold_until_initialised: bool = Field(
+        True,
+        description="realtime mode: stop the recording's clock after its first frame until the first map is "
+        "fitted, as a live user holds the camera still until status leaves 'initialising' (false: the "
+        "recording runs on and the frames of those seconds are dropped)",
+    )
     frame_queue: int = Field(
         2, ge=1, le=1000, description="frames waiting between the driver and the tracker"
     )

@@ -4,7 +4,9 @@ In realtime mode a ``Pacer`` releases each recorded frame at its timestamp (rela
 frame, scaled by the playback speed), so a recording behaves like the sensor that made it; in fast and
 live mode frames go out as soon as the source yields them (a live sensor paces itself). Pausing holds a
 recording where it is (the pacing clock is shifted by the pause); a live sensor keeps being read, so
-its frames pile up at the queue and are dropped there.
+its frames pile up at the queue and are dropped there. A recording can also be held after its first
+frame until the first map is ready (``wait_ready``): fitting the first map takes seconds, and a camera
+that moved on meanwhile would be lost at its second frame.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from drivers.base import Source
@@ -61,10 +64,13 @@ class DriverThread(threading.Thread):
         running: threading.Event,
         pacer: Pacer | None,
         hold_when_paused: bool,
+        wait_ready: Callable[[], bool] | None = None,
     ) -> None:
         super().__init__(name="slam-driver", daemon=True)
         self.source, self.frames, self.stop, self.running = source, frames, stop, running
         self.pacer, self.hold_when_paused = pacer, hold_when_paused
+        self.wait_ready = wait_ready
+        self.held_s = 0.0  # time the recording was held for the first map
         self.delivered = 0
         self.error: BaseException | None = None
 
@@ -80,6 +86,8 @@ class DriverThread(threading.Thread):
                     break
                 self.delivered += 1
                 self.frames.put(QueuedFrame(frame, time.perf_counter()), give_up=self.stop.is_set)
+                if self.delivered == 1 and self.wait_ready is not None:
+                    self._hold_until_ready(self.wait_ready)
         except (
             Exception
         ) as exc:  # a sensor unplugged, a recording gone: end the stream, keep what was tracked
@@ -88,6 +96,15 @@ class DriverThread(threading.Thread):
         finally:
             self.frames.close()
             self.source.close()
+
+    def _hold_until_ready(self, ready: Callable[[], bool]) -> None:
+        t0 = time.monotonic()
+        while not ready() and not self.stop.wait(0.02):
+            pass
+        self.held_s = time.monotonic() - t0
+        if self.pacer is not None:
+            self.pacer.shift(self.held_s)
+        log.info("recording held %.1f s while the first map was fitted", self.held_s)
 
     def _hold_while_paused(self) -> None:
         if not self.hold_when_paused or self.running.is_set():

@@ -66,6 +66,7 @@ def service_stats(svc: SLAMService) -> dict[str, Any]:
         "driver_error": svc.driver_error(),
         "tracking_error": svc.tracking_worker.error if svc.tracking_worker is not None else None,
         "driver_max_lag_s": round(pacer.max_lag_s, 3) if pacer is not None else None,
+        "held_for_first_map_s": round(svc.driver.held_s, 3) if svc.driver is not None else 0.0,
         "segments": list(svc.segments),
         "shutdown_reason": svc.shutdown_reason,
         **svc.latency.summary(),

@@ -162,8 +162,15 @@ class SLAMService:
         self.started_monotonic = time.monotonic()
         self._t0 = time.perf_counter()
         pacer = Pacer(self.cfg.service.speed) if self.mode == "realtime" else None
+        hold = self.mode == "realtime" and self.cfg.service.hold_until_initialised
         self.driver = DriverThread(
-            self.source, self.frames, self.stopping, self.running, pacer, hold_when_paused=self.mode != "live"
+            self.source,
+            self.frames,
+            self.stopping,
+            self.running,
+            pacer,
+            hold_when_paused=self.mode != "live",
+            wait_ready=self._first_map_ready if hold else None,
         )
         self.tracking_worker = TrackingWorker(self)
         self._ensure_mapping_thread()
@@ -221,6 +228,10 @@ class SLAMService:
         if not self.pipeline.ready.is_set():
             return "initialising"
         return "running"
+
+    def _first_map_ready(self) -> bool:
+        """Whether the tracker can go on after the first frame: its map is fitted, or none will be."""
+        return self.pipeline.ready.is_set() or self.pipeline.mapper is None or not self.mapping_alive()
 
     def mapping_alive(self) -> bool:
         worker = self.mapping_worker

@@ -1,0 +1,210 @@
+"""LiDAR through the shared engine: presets, the front end, a real scan pair, a short simulated drive."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from slam.config import load_config
+from slam.frames import FrameError, LidarScan
+from slam.geometry import rotation_angle
+from slam.lidar import LidarConfig, LidarFrontend
+from slam.lidar_preprocess import LidarPreprocessConfig
+from slam.mapping import Mapper, MapperConfig
+from slam.neural_map import NeuralMapConfig, NeuralSDFMap
+from slam.tracking import Tracker, TrackerConfig
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+# ------------------------------------------------------------------------------------------- presets
+
+
+@pytest.mark.parametrize("name, points_voxel", [("lidar_64.yaml", 0.4), ("lidar_32.yaml", 0.3)])
+def test_lidar_presets_load_with_lidar_scales(name: str, points_voxel: float) -> None:
+    cfg = load_config(CONFIGS / name)
+    assert cfg.map.voxel_size >= 0.2 and not cfg.map.color  # metres-scale voxels, no colour head
+    assert cfg.lidar.preprocess.voxel_size == points_voxel
+    assert cfg.mapper.truncation > cfg.map.voxel_size and cfg.mapper.free_space_depth > 0
+    assert cfg.mapper.keyframe_translation >= 1.0  # a keyframe every few metres, not every 10 cm
+    assert cfg.tracker.robust_scale >= 0.05
+    # the presets select no source: they apply to --dataset lidar_demo and kitti alike
+    for kind in ("lidar_demo", "kitti"):
+        assert load_config(CONFIGS / name, {"source": {"kind": kind}}).source.kind == kind
+
+
+def test_lidar_config_rejects_bad_values() -> None:
+    from slam.config import ConfigError
+
+    with pytest.raises(ConfigError, match="lidar.ground_fraction"):
+        load_config(None, {"lidar": {"ground_fraction": 1.5}})
+    with pytest.raises(ConfigError, match="lidar.preprocess"):
+        load_config(None, {"lidar": {"preprocess": {"min_range": 5.0, "max_range": 2.0}}})
+
+
+# ------------------------------------------------------------------------------------------ front end
+
+
+def _box_scan(n: int = 6000, seed: int = 0) -> np.ndarray:
+    """Points on a flat ground (z = -1.7) and two walls, in a sensor frame with z up."""
+    rng = np.random.default_rng(seed)
+    g = np.column_stack([rng.uniform(-20, 20, n), rng.uniform(-8, 8, n), np.full(n, -1.7)])
+    w1 = np.column_stack([rng.uniform(-20, 20, n // 3), np.full(n // 3, 8.0), rng.uniform(-1.7, 3, n // 3)])
+    w2 = np.column_stack([np.full(n // 3, 20.0), rng.uniform(-8, 8, n // 3), rng.uniform(-1.7, 3, n // 3)])
+    return np.concatenate([g, w1, w2]).astype(np.float32)
+
+
+def test_tracking_points_take_the_ground_share_and_weights() -> None:
+    fe = LidarFrontend(LidarConfig(tracking_points=1000, ground_fraction=0.2, ground_weight=0.5))
+    prep = fe.prepare(LidarScan(0, 0.0, _box_scan()))
+    assert 0.3 < prep.ground.mean() < 0.9
+    pts, w = fe.tracking_points(prep, np.random.default_rng(0))
+    assert pts.shape == (1000, 3) and w.shape == (1000,)
+    ground = w == 0.5
+    assert ground.sum() == 200 and np.all(w[~ground] == 1.0)
+    assert np.mean(np.abs(pts[ground, 2] + 1.7) < 0.05) > 0.9  # (a few wall feet count as ground)
+
+
+def test_rays_use_ground_plane_and_local_normals() -> None:
+    fe = LidarFrontend()
+    scan = LidarScan(0, 0.0, _box_scan())
+    rays = fe.rays(scan, np.random.default_rng(0))
+    assert scan.extra["lidar"] is fe.prepare(scan)  # cached: tracking and mapping share one preprocessing
+    up = np.abs(rays.normals[rays.ground, 2])
+    assert np.all(up > 0.99)
+    wall = ~rays.ground & (np.abs(rays.points[:, 1] - 8.0) < 0.05) & (rays.points[:, 2] > -1.0)
+    assert wall.sum() > 50 and np.median(np.abs(rays.normals[wall, 1])) > 0.98
+    origins, dirs, dist, cos = fe.ray_tensors(rays)
+    assert origins is None  # no point times: every ray leaves from the sensor origin
+    np.testing.assert_allclose((dirs * dist[:, None]).numpy(), rays.points, atol=1e-4)
+    assert float(cos.min()) >= fe.cfg.min_cos
+
+
+def test_deskewed_rays_leave_from_the_sensor_at_each_point_time() -> None:
+    pts = _box_scan(3000)
+    times = np.linspace(-0.1, 0.0, len(pts)).astype(np.float32)
+    motion = np.eye(4)
+    motion[0, 3] = 1.0  # 1 m forward per 0.1 s
+    fe = LidarFrontend()
+    scan = LidarScan(0, 0.0, pts, point_times=times)
+    assert fe.prepare(scan, motion, 0.1).deskewed
+    rays = fe.rays(scan, np.random.default_rng(0))
+    # a point fired at time t was seen from x = 10 t (behind the end-of-sweep origin)
+    t = scan.extra["lidar"].point_times
+    np.testing.assert_allclose(scan.extra["lidar_origins"][:, 0], 10.0 * t, atol=1e-4)
+    assert rays.origins is not None and rays.origins[:, 0].min() < -0.9
+
+
+def test_bad_scans_give_clear_errors() -> None:
+    fe = LidarFrontend()
+    pts = _box_scan(300)
+    pts[3] = np.nan
+    with pytest.raises(FrameError, match="NaN or inf"):
+        fe.prepare(LidarScan(0, 0.0, pts))
+    tracker = Tracker(NeuralSDFMap(NeuralMapConfig(device="cpu")), seed=0)
+    with pytest.raises(TypeError, match="RGBDFrame or LidarScan"):
+        tracker.track(object())
+    with pytest.raises(ValueError, match="weights must have shape"):
+        tracker.register(np.zeros((10, 3)), np.eye(4), weights=np.ones(3))
+    mapper = Mapper(NeuralSDFMap(NeuralMapConfig(device="cpu")), seed=0)
+    with pytest.raises(TypeError, match="RGBDFrame or LidarScan"):
+        mapper.integrate(object(), np.eye(4))
+
+
+# ----------------------------------------------------------------------------------- real scan pair
+
+
+def _read_ply_points(path: Path) -> np.ndarray:
+    import open3d as o3d
+
+    return np.asarray(o3d.io.read_point_cloud(str(path)).points, dtype=np.float32)
+
+
+def test_real_pair_registers_to_reference(shared_data: Path) -> None:
+    """Map fitted on target.ply, source.ply registered from the identity: T_target_source within 5 cm, 0.5°.
+
+    The tracker's two-stage registration (as when it re-localises): a wide robust kernel first (the
+    scans are 0.5 m apart, beyond the SDF's truncation band), then the normal kernel. Measured: 0.8 cm,
+    0.33° (mostly roll; Open3D point-to-plane ICP on the same pair: 0.8 cm, 0.16-0.24°)."""
+    pair = shared_data / "lidar-pair"
+    if not pair.is_dir():
+        pytest.skip(f"{pair} not found")
+    torch.manual_seed(0)
+    source, target = _read_ply_points(pair / "source.ply"), _read_ply_points(pair / "target.ply")
+    reference = np.loadtxt(pair / "T_target_source.txt")
+    assert reference.shape == (4, 4)
+
+    voxel = 0.2
+    fe = LidarFrontend(
+        LidarConfig(
+            preprocess=LidarPreprocessConfig(min_range=0.5, max_range=40.0, voxel_size=voxel),
+            tracking_points=5000,
+            mapping_rays=30000,
+        )
+    )
+    neural_map = NeuralSDFMap(NeuralMapConfig(device="cpu", voxel_size=voxel, levels=2, color=False))
+    mapper = Mapper(
+        neural_map,
+        MapperConfig(
+            first_frame_iterations=150, rays=4096, truncation=3 * voxel, free_samples=2, free_space_depth=1.0,
+            color_weight=0.0, keyframe_rays=30000,
+        ),
+        seed=0,
+        lidar=fe,
+    )
+    tracker = Tracker(
+        neural_map,
+        TrackerConfig(
+            robust_scale=voxel / 2, inlier_threshold=voxel, coarse_points=1500, iterations=30, coarse_iterations=3,
+            min_hits=2, converged_delta=1e-4,
+        ),
+        seed=0,
+        lidar=fe,
+    )
+    target_scan = LidarScan(0, 0.0, target, source_name="target.ply")
+    assert tracker.track(target_scan).info.get("first")  # the target defines the map frame
+    mapper.integrate(target_scan, np.eye(4))
+
+    prep = fe.prepare(LidarScan(1, 0.1, source, source_name="source.ply"))
+    points, weights = fe.tracking_points(prep, tracker.rng)
+    pose, _ = tracker.register(points, np.eye(4), robust_scale=0.3, weights=weights)
+    pose, report = tracker.register(points, pose, weights=weights)
+    error = np.linalg.inv(reference) @ pose
+    trans_err = float(np.linalg.norm(error[:3, 3]))
+    rot_err = float(np.degrees(rotation_angle(error[:3, :3])))
+    assert report["inlier_ratio"] > 0.5
+    assert trans_err < 0.05 and rot_err < 0.5, f"{trans_err * 100:.1f} cm, {rot_err:.2f} deg"
+
+
+# ----------------------------------------------------------------------------- simulated short drive
+
+
+def test_simulated_drive_tracks_through_replay(tmp_path: Path) -> None:
+    """`slam replay --dataset lidar_demo` in miniature: a 32-beam × 512 sensor, 30 scans (3 s, ~24 m) of the
+    generated drive, preset lidar_32; trajectory, mesh and stats with ATE at the end-of-sweep instant."""
+    import json
+
+    from slam.replay import run_replay
+
+    cfg = load_config(
+        CONFIGS / "lidar_32.yaml",
+        {
+            "source": {
+                "kind": "lidar_demo",
+                "path": str(tmp_path / "cache"),
+                "options": {"scans": 30, "beams": 32, "columns": 512, "progress": False},
+            },
+            "output": {"dir": str(tmp_path / "run"), "progress": False},
+            "threads": 1,
+        },
+    )
+    result = run_replay(cfg)
+    stats = json.loads((tmp_path / "run" / "stats.json").read_text())
+    assert stats["frames"] == 30 and stats["frames_lost"] == 0
+    assert (tmp_path / "run" / "trajectory.txt").is_file() and result.mesh_path is not None
+    # measured: 1.1 cm unaligned ATE (ground-truth poses at the end of each sweep)
+    assert stats["ate_rmse_m"] < 0.04, stats["ate_rmse_m"]
+    assert stats["tracker"] == "neural-sdf-gauss-newton" and stats["mapper"] == "neural-sdf-mapper"
