@@ -474,6 +474,21 @@ def test_mesh_metrics_offset_sphere(spheres):
     assert mesh_metrics(unit, bigger) == result  # seeded: repeatable
 
 
+def test_surface_distance_has_no_sampling_floor(spheres):
+    from slam.eval import mesh_metrics
+
+    unit, bigger, _ = spheres
+    itself = mesh_metrics(unit, unit, n_points=20_000)
+    assert itself.accuracy_cm < 1e-3 and itself.completion_cm < 1e-3  # exact distances: 0 up to float32
+    sampled = mesh_metrics(unit, unit, n_points=20_000, distance="samples")
+    assert sampled.accuracy_cm > 0.5  # ~2.5 cm spacing of 20k samples on 12.6 m²
+    # the 1 cm offset, exactly (the 60-segment tessellation is inside the sphere by at most 0.14 cm)
+    offset = mesh_metrics(unit, bigger, n_points=20_000)
+    assert offset.accuracy_cm == pytest.approx(1.0, abs=0.05) and offset.distance == "surface"
+    with pytest.raises(ValueError, match="distance must be"):
+        mesh_metrics(unit, bigger, distance="nearest")
+
+
 def test_mesh_metrics_half_sphere_is_incomplete(spheres):
     from slam.eval import mesh_metrics
 

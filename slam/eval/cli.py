@@ -247,6 +247,14 @@ def mesh_cmd(
         float, typer.Option("--threshold", help="completion-ratio distance threshold (m)")
     ] = 0.05,
     seed: Annotated[int, typer.Option("--seed", help="sampling seed (results are repeatable)")] = 0,
+    to_samples: Annotated[
+        bool,
+        typer.Option(
+            "--to-samples",
+            help="measure to the other mesh's samples, as NICE-SLAM's script does (adds the sampling "
+            "spacing to every figure), instead of to its surface",
+        ),
+    ] = False,
 ) -> None:
     """Mesh accuracy and completion (cm) and completion ratio, as in the NICE-SLAM evaluation.
 
@@ -255,7 +263,9 @@ def mesh_cmd(
     from slam.eval.mesh import mesh_metrics
 
     try:
-        result = mesh_metrics(ref, est, n_points=points, threshold=threshold, seed=seed)
+        result = mesh_metrics(
+            ref, est, n_points=points, threshold=threshold, seed=seed, distance="samples" if to_samples else "surface"
+        )
     except (ValueError, OSError) as exc:
         _fail(str(exc))
     table = Table(title="Mesh metrics")
@@ -265,4 +275,5 @@ def mesh_cmd(
     table.add_row("completion", f"{result.completion_cm:.4f} cm")
     table.add_row(f"completion ratio (< {threshold * 100:g} cm)", f"{result.completion_ratio * 100:.2f} %")
     table.add_row("samples per mesh", str(points))
+    table.add_row("distance to", "the other mesh's samples" if to_samples else "the other mesh's surface")
     _emit(table, {**result.as_dict(), "ref": str(ref), "est": str(est)})

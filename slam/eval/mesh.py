@@ -3,10 +3,15 @@
 Both meshes are sampled uniformly by area (``n_points`` points each, open3d
 ``sample_points_uniformly`` with a fixed seed, so results are repeatable), then
 
-* accuracy: mean distance from each estimated-mesh sample to the nearest reference sample,
-* completion: mean distance from each reference sample to the nearest estimated sample,
-* completion ratio: fraction of reference samples whose nearest estimated sample is closer than
-  ``threshold`` (5 cm by default).
+* accuracy: mean distance from each estimated-mesh sample to the reference,
+* completion: mean distance from each reference sample to the estimate,
+* completion ratio: fraction of reference samples closer to the estimate than ``threshold`` (5 cm by
+  default).
+
+"To the other mesh" is, by default, the exact distance to its surface (``distance="surface"``, open3d's
+``RaycastingScene.compute_distance``). NICE-SLAM's evaluation measures to the nearest *sample* of the
+other mesh instead (``distance="samples"``), which adds the sampling spacing to every figure: on a
+370 m² room, 100k samples put a perfect mesh at 2.7 cm "accuracy" against itself, 1M samples at 0.9 cm.
 
 Distances are computed in metres and reported in centimetres. Meshes must already be in the same
 frame (no alignment is done here).
@@ -22,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any, Literal, Union
 
 import numpy as np
 from scipy.spatial import cKDTree
@@ -48,6 +53,7 @@ class MeshMetrics:
     completion_ratio: float
     threshold_m: float
     n_points: int
+    distance: str = "surface"  # to the other mesh's surface, or to its samples (NICE-SLAM's way)
 
     def as_dict(self) -> dict[str, Any]:
         return {"metric": "mesh", **asdict(self)}
@@ -110,6 +116,16 @@ def observed_mask(
     return seen
 
 
+def surface_distance(mesh: o3d.geometry.TriangleMesh, points: np.ndarray) -> np.ndarray:
+    """Unsigned distance (m) from each of the N×3 points to the closest point of ``mesh``'s triangles."""
+    import open3d as o3d
+
+    scene = o3d.t.geometry.RaycastingScene(device=o3d.core.Device("CPU:0"))
+    scene.add_triangles(o3d.t.geometry.TriangleMesh.from_legacy(mesh))
+    query = o3d.core.Tensor(np.asarray(points, dtype=np.float32))
+    return scene.compute_distance(query).numpy().astype(np.float64)
+
+
 def mesh_metrics(
     ref: MeshLike,
     est: MeshLike,
@@ -117,11 +133,12 @@ def mesh_metrics(
     threshold: float = 0.05,
     seed: int = 0,
     ref_mask: Callable[[np.ndarray], np.ndarray] | None = None,
+    distance: Literal["surface", "samples"] = "surface",
 ) -> MeshMetrics:
     """Accuracy / completion (cm) and completion ratio of ``est`` against ``ref`` (paths or open3d meshes).
 
-    The reference is sampled with ``seed`` and the estimate with ``seed + 1`` (independent samples, so a
-    mesh compared with itself scores the sampling density, not exactly 0). ``ref_mask`` maps the
+    The reference is sampled with ``seed`` and the estimate with ``seed + 1``; with ``distance="samples"``
+    (independent samples) a mesh compared with itself scores the sampling density, not 0. ``ref_mask`` maps the
     reference samples (N×3) to the boolean mask of those that count for completion (for example
     ``observed_mask`` over the run's views).
     """
@@ -129,21 +146,27 @@ def mesh_metrics(
         raise ValueError(f"n_points must be positive, got {n_points}")
     if threshold <= 0:
         raise ValueError(f"threshold must be positive, got {threshold}")
+    if distance not in ("surface", "samples"):
+        raise ValueError(f"distance must be 'surface' or 'samples', got {distance!r}")
     ref_mesh = load_mesh(ref, "reference mesh")
     est_mesh = load_mesh(est, "estimated mesh")
     ref_pts = sample_surface(ref_mesh, n_points, seed)
     est_pts = sample_surface(est_mesh, n_points, seed + 1)
-    acc_dist, _ = cKDTree(ref_pts).query(est_pts, k=1, workers=-1)
     if ref_mask is not None:
         keep = np.asarray(ref_mask(ref_pts), dtype=bool)
         if not keep.any():
             raise MeshError("no reference sample passes ref_mask (did the views see the reference at all?)")
-        ref_pts = ref_pts[keep]
-    comp_dist, _ = cKDTree(est_pts).query(ref_pts, k=1, workers=-1)
+    if distance == "surface":
+        acc_dist = surface_distance(ref_mesh, est_pts)
+        comp_dist = surface_distance(est_mesh, ref_pts if ref_mask is None else ref_pts[keep])
+    else:
+        acc_dist, _ = cKDTree(ref_pts).query(est_pts, k=1, workers=-1)
+        comp_dist, _ = cKDTree(est_pts).query(ref_pts if ref_mask is None else ref_pts[keep], k=1, workers=-1)
     return MeshMetrics(
         accuracy_cm=float(np.mean(acc_dist)) * 100.0,
         completion_cm=float(np.mean(comp_dist)) * 100.0,
         completion_ratio=float(np.mean(comp_dist < threshold)),
         threshold_m=float(threshold),
         n_points=int(n_points),
+        distance=distance,
     )
