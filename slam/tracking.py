@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from slam.engine import TrackingResult
 from slam.frames import Frame, LidarScan, RGBDFrame
-from slam.geometry import backproject, invert_pose, se3_exp
+from slam.geometry import backproject, invert_pose, se3_exp, se3_log
 from slam.lidar import LidarFrontend
 from slam.neural_map import NeuralSDFMap
 
@@ -90,7 +90,24 @@ class Tracker:
         if len(self.poses) == 1 or not self.cfg.constant_velocity:
             return self.poses[-1].copy()
         prev, last = self.poses[-2], self.poses[-1]
-        return last @ (np.linalg.inv(prev) @ last)
+        motion = np.linalg.inv(prev) @ last
+        scale = self._velocity_scale()
+        if scale != 1.0:  # frames were dropped (or arrive unevenly): the same velocity over another interval
+            motion = se3_exp(scale * se3_log(motion))
+        return last @ motion
+
+    def _velocity_scale(self) -> float:
+        """(t_now − t_last) / (t_last − t_prev) when the timestamps line up with the poses, else 1.
+
+        Live and realtime runs drop stale frames, so consecutive tracked frames can be one or six
+        frame periods apart: a constant-velocity prediction must scale the last motion by time.
+        """
+        if len(self.timestamps) != len(self.poses) + 1 or len(self.timestamps) < 3:
+            return 1.0
+        t_prev, t_last, t_now = self.timestamps[-3:]
+        if not (t_last > t_prev and t_now >= t_last):
+            return 1.0
+        return float(min((t_now - t_last) / (t_last - t_prev), 10.0))
 
     # -- registration --------------------------------------------------------------------------
     def register(

@@ -259,3 +259,16 @@ def test_register_real_frame_from_perturbed_ground_truth(redkitchen: Path) -> No
         assert t_err < 0.015 and r_err < 1.0, (t_err, r_err, report)
         # it did move towards the truth: well inside the 2 cm / 1° it started from
         assert t_err < 0.012 and r_err < 0.6, (t_err, r_err, report)
+
+
+def test_constant_velocity_prediction_scales_with_the_time_between_frames():
+    from slam.geometry import se3_exp
+
+    tracker = Tracker(NeuralSDFMap(NeuralMapConfig(device="cpu")))
+    step = se3_exp(np.array([0.02, -0.01, 0.005, 0.01, 0.02, -0.015]))  # one 1/30 s frame's motion
+    start = np.eye(4)
+    tracker.poses = [start, start @ step]
+    tracker.timestamps = [0.0, 1 / 30, 1 / 30 + 4 / 30]  # three frames dropped before the current one
+    np.testing.assert_allclose(tracker.predict(), start @ step @ np.linalg.matrix_power(step, 4), atol=1e-9)
+    tracker.timestamps = [0.0, 1 / 30, 2 / 30]  # evenly spaced: the last motion once
+    np.testing.assert_allclose(tracker.predict(), start @ step @ step, atol=1e-12)
