@@ -130,7 +130,7 @@ def _print_summary(result) -> None:
 @app.command("replay")
 def replay(
     path: Annotated[Path | None, typer.Argument(help="dataset folder (optional for --dataset demo)")] = None,
-    dataset: Annotated[str, typer.Option("--dataset", "-d", help="driver: 7scenes, tum, replica, demo (see `slam sources`)")] = "demo",
+    dataset: Annotated[str, typer.Option("--dataset", "-d", help="driver: 7scenes, tum, replica, demo, lidar_demo, kitti, ... (see `slam sources`)")] = "demo",
     out: Annotated[Path, typer.Option("--out", "-o", help="output folder")] = Path("runs/replay"),
     first: Annotated[int | None, typer.Option(help="first frame (position in the sequence)")] = None,
     last: Annotated[int | None, typer.Option(help="last frame, inclusive")] = None,
@@ -148,10 +148,28 @@ def replay(
     for key, value in (("first", first), ("last", last), ("stride", stride)):
         if value is not None:
             source[key] = value
+    if config is None:
+        config = _lidar_preset(dataset)
     cfg = _load(config, sets, {"source": source, "output": {"dir": str(out)}})
     result = _run(cfg)
     _print_summary(result)
     typer.echo(json.dumps({k: v for k, v in result.stats.items() if k != "skipped"}))
+
+
+def _lidar_preset(dataset: str) -> Path | None:
+    """configs/lidar_64.yaml for a LiDAR driver run without -c: the defaults are RGB-D scales (4 cm voxels),
+    which outdoors would allocate millions of voxels a scan."""
+    from drivers.base import SourceError, source_class
+
+    try:
+        sensor = source_class(dataset).sensor
+    except (SourceError, ImportError, ValueError):
+        return None  # an unknown driver is reported by the config check
+    preset = Path(__file__).resolve().parents[1] / "configs" / "lidar_64.yaml"
+    if sensor != "lidar" or not preset.is_file():
+        return None
+    err_console.print(f"LiDAR source: using {preset} (pass -c configs/lidar_32.yaml or your own to change)")
+    return preset
 
 
 @app.command("demo")

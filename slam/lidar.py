@@ -36,7 +36,12 @@ from scipy.spatial import cKDTree
 
 from slam.frames import FrameError, LidarScan
 from slam.geometry import se3_log
-from slam.lidar_preprocess import LidarPreprocessConfig, PreprocessedScan, _apply_scaled_twist, preprocess_scan
+from slam.lidar_preprocess import (
+    LidarPreprocessConfig,
+    PreprocessedScan,
+    _apply_scaled_twist,
+    preprocess_scan,
+)
 
 CACHE_KEY = "lidar"
 

@@ -314,7 +314,8 @@ def _connected_ground(
     A flat roof, the top of a car or a tree crown is level too, but stands off the ground next to it.
     """
     centre = (patch_ij + 0.5) * config.patch_size
-    height = _plane_height(normal, offset, centre)
+    with np.errstate(divide="ignore", invalid="ignore"):  # steep (non-level) patches: their height is unused
+        height = _plane_height(normal, offset, centre)
     near = level & (np.linalg.norm(centre, axis=1) < config.seed_radius)
     if not near.any():
         return level  # nothing to grow from: judge by slope alone

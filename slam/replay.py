@@ -183,10 +183,16 @@ def ground_truth_mesh_accuracy(cfg: SLAMConfig, source: Source, mesh_path: Path,
     views_source = open_source(
         s.kind, s.path, first=s.first, last=s.last, stride=(s.stride or 1) * view_every, **s.options
     )
+    reference: Any = gt_mesh
     if getattr(source, "sensor", "rgbd") == "lidar":
         with views_source:
-            seen = lidar_observed_points(views_source, cfg.lidar.mesh_eval_range)
-        ref_mask = partial(near_points_mask, seen=seen, tolerance=cfg.lidar.mesh_eval_tolerance)
+            seen = lidar_observed_points(views_source, cfg.lidar.preprocess.max_range, voxel=0.1)
+        # completion: the surface seen within mesh_eval_range of the sensor
+        near = seen[:, 3] <= cfg.lidar.mesh_eval_range
+        ref_mask = partial(near_points_mask, seen=seen[near, :3], tolerance=cfg.lidar.mesh_eval_tolerance)
+        # an outdoor scene's mesh is far larger than what a run sees: sampled whole, its samples would be
+        # metres apart and the accuracy would measure their spacing, so keep the triangles near the scans
+        reference = crop_mesh_near(gt_mesh, seen[:, :3], radius=5.0)
     else:
         with views_source:
             views = [
@@ -194,7 +200,7 @@ def ground_truth_mesh_accuracy(cfg: SLAMConfig, source: Source, mesh_path: Path,
             ]
         ref_mask = partial(observed_mask, views=views)
     try:
-        m = mesh_metrics(gt_mesh, mesh_path, n_points=100_000, ref_mask=ref_mask)
+        m = mesh_metrics(reference, mesh_path, n_points=100_000, ref_mask=ref_mask)
     except MeshError as exc:
         log.warning("mesh metrics against %s: %s", gt_mesh, exc)
         return {}
@@ -206,8 +212,9 @@ def ground_truth_mesh_accuracy(cfg: SLAMConfig, source: Source, mesh_path: Path,
 
 
 def lidar_observed_points(scans, max_range: float, voxel: float = 0.1) -> np.ndarray:
-    """World points (M×3) the scans observed within ``max_range`` of the sensor, at their ground-truth
-    poses, one per ``voxel`` cell (the reference for LiDAR mesh completion)."""
+    """World points the scans observed within ``max_range`` of the sensor, at their ground-truth poses, one
+    per ``voxel`` cell (nearest range kept): M×4, x y z and the range it was seen from (the reference for
+    LiDAR mesh metrics)."""
     from slam.lidar_preprocess import range_mask, voxel_downsample
 
     chunks = []
@@ -216,11 +223,28 @@ def lidar_observed_points(scans, max_range: float, voxel: float = 0.1) -> np.nda
             continue
         pts = scan.points[np.isfinite(scan.points).all(axis=1)]
         pts = pts[range_mask(pts, 0.0, max_range)].astype(np.float64)
-        chunks.append(pts @ scan.gt_pose[:3, :3].T + scan.gt_pose[:3, 3])
+        world = pts @ scan.gt_pose[:3, :3].T + scan.gt_pose[:3, 3]
+        chunks.append(np.column_stack([world, np.linalg.norm(pts, axis=1)]))
     if not chunks:
-        return np.zeros((0, 3))
-    world = np.concatenate(chunks)
-    return world[voxel_downsample(world, voxel)]
+        return np.zeros((0, 4))
+    seen = np.concatenate(chunks)
+    seen = seen[np.argsort(seen[:, 3], kind="stable")]  # the first point of a cell is its nearest sighting
+    return seen[voxel_downsample(seen[:, :3], voxel)]
+
+
+def crop_mesh_near(mesh_path: Path, seen: np.ndarray, radius: float):
+    """The open3d mesh at ``mesh_path`` without the triangles whose centroid is farther than ``radius`` (m)
+    from every point of ``seen``."""
+    import open3d as o3d
+
+    mesh = o3d.io.read_triangle_mesh(str(mesh_path))
+    tri = np.asarray(mesh.triangles)
+    if len(tri) == 0:
+        return mesh
+    centroids = np.asarray(mesh.vertices)[tri].mean(axis=1)
+    mesh.remove_triangles_by_mask(~near_points_mask(centroids, seen, radius))
+    mesh.remove_unreferenced_vertices()
+    return mesh
 
 
 def near_points_mask(points: np.ndarray, seen: np.ndarray, tolerance: float) -> np.ndarray:
