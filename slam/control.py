@@ -65,7 +65,7 @@ class PathArgs(_Args):
 
 
 class LoadMapArgs(PathArgs):
-    localise_only: bool = Field(False, description="track in the loaded map without mapping")
+    localize_only: bool = Field(False, description="track in the loaded map without mapping")
 
 
 COMMANDS: dict[str, type[_Args]] = {

@@ -92,7 +92,7 @@ class Tracker:
         prev, last = self.poses[-2], self.poses[-1]
         motion = np.linalg.inv(prev) @ last
         scale = self._velocity_scale()
-        if scale != 1.0:  # frames were dropped (or arrive unevenly): the same velocity over another interval
+        if abs(scale - 1.0) > 1e-3:  # frames were dropped or arrive unevenly: same velocity, another interval
             motion = se3_exp(scale * se3_log(motion))
         return last @ motion
 

@@ -61,14 +61,14 @@ def test_config_defaults_and_descriptions():
 
 def test_every_known_command_reaches_the_handler_with_validated_args(served):
     server, client, handler = served
-    args = {"save_map": {"path": "/tmp/a.map"}, "load_map": {"path": "a.map", "localise_only": True}}
+    args = {"save_map": {"path": "/tmp/a.map"}, "load_map": {"path": "a.map", "localize_only": True}}
     for cmd in ("status", "save_map", "load_map", "pause", "resume", "shutdown", "full_mesh"):
         reply = client.request(cmd, args.get(cmd))
         assert reply["ok"] is True, reply
     assert handler.calls == [
         ("status", {}),
         ("save_map", {"path": "/tmp/a.map"}),
-        ("load_map", {"path": "a.map", "localise_only": True}),
+        ("load_map", {"path": "a.map", "localize_only": True}),
         ("pause", {}),
         ("resume", {}),
         ("shutdown", {}),
@@ -76,7 +76,7 @@ def test_every_known_command_reaches_the_handler_with_validated_args(served):
     ]
     assert client.request("load_map", {"path": "b.map"})["result"]["args"] == {
         "path": "b.map",
-        "localise_only": False,
+        "localize_only": False,
     }
     assert set(COMMANDS) == {
         "status", "save_map", "load_map", "save_mesh", "reset", "pause", "resume", "shutdown", "full_mesh",
@@ -98,7 +98,7 @@ def test_every_known_command_reaches_the_handler_with_validated_args(served):
         (b'{"cmd": "save_map"}', "save_map: args.path: Field required"),
         (b'{"cmd": "save_map", "args": {"path": 5}}', "save_map: args.path: Input should be a valid string"),
         (b'{"cmd": "save_map", "args": {"path": ""}}', "save_map: args.path: String should have at least 1"),
-        (b'{"cmd": "load_map", "args": {"path": "a", "localise_only": "yes"}}', "args.localise_only: Input should be a valid boolean"),
+        (b'{"cmd": "load_map", "args": {"path": "a", "localize_only": "yes"}}', "args.localize_only: Input should be a valid boolean"),
         (json.dumps({"cmd": "status", "args": {"pad": "x" * 2000}}).encode(), "over the 1024-byte limit"),
     ],
 )  # fmt: skip

@@ -28,7 +28,7 @@ class ServiceCommands:
             "status": lambda args: self.svc.status(),
             "save_map": lambda args: self.svc.save_map(self._path(args)),
             "load_map": lambda args: self.svc.load_map(
-                self._path(args), bool(args.get("localise_only", False))
+                self._path(args), bool(args.get("localize_only", False))
             ),
             "save_mesh": lambda args: self.svc.save_mesh(self._path(args)),
             "reset": lambda args: {"segment": self.svc.reset()},
