@@ -346,9 +346,14 @@ def test_control_commands_on_a_running_service(demo_root, demo_frames, tmp_path)
         assert client.request("resume")["result"]["state"] in ("running", "initialising")
         _wait_for(lambda: service.status()["frames"]["mapped"] >= 10)
         assert client.request("pause")["ok"]
-        _wait_for(
-            lambda: service.status()["queues"]["mapping"] == 0 and service.mapping_worker.state == "idle"
-        )
+
+        def settled() -> bool:  # the frame being tracked when pause came may still reach the mapper
+            before = service.status()["frames"]
+            time.sleep(0.3)
+            now = service.status()
+            return now["frames"] == before and now["queues"]["mapping"] == 0 and service.mapping_worker.state == "idle"
+
+        _wait_for(settled)
         tracked = service.status()["frames"]["tracked"]
 
         saved = client.request("save_map", {"path": "snap/map.pt"})["result"]
