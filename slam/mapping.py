@@ -19,7 +19,8 @@ depth image), or a LiDAR scan's deskewed points (origin: the sensor at each poin
 from the ground planes and local point neighbourhoods, ``slam.lidar.LidarFrontend``). ``free_space_depth``
 keeps the free-space samples of long LiDAR rays near the surface, where the map is allocated.
 
-Embeddings are updated with SparseAdam (only the rows a step touched), the decoders with Adam.
+Embeddings are updated with a row-wise lazy Adam (``slam.optim.RowAdam``: SparseAdam's update, only the
+rows a step touched), the decoders with Adam.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from slam.frames import Frame, LidarScan, RGBDFrame
 from slam.geometry import rotation_angle
 from slam.lidar import LidarFrontend
 from slam.neural_map import NeuralSDFMap
+from slam.optim import RowAdam
 
 
 class MapperConfig(BaseModel):
@@ -214,11 +216,11 @@ class Mapper:
         self._sync_embedding_optimizer()
 
     def _sync_embedding_optimizer(self) -> None:
-        """SparseAdam keeps per-row moments; pad them when the embeddings grew (new rows start at 0)."""
+        """RowAdam keeps per-row moments; pad them when the embeddings grew (new rows start at 0)."""
         params = self.map.embedding_parameters()
         if self._emb_opt is None:
             if self.map.sparse_embeddings:
-                self._emb_opt = torch.optim.SparseAdam(params, lr=self.cfg.lr_embeddings)
+                self._emb_opt = RowAdam(params, lr=self.cfg.lr_embeddings)
             else:  # a dense encoding (hash grid) of fixed size
                 self._emb_opt = torch.optim.Adam(params, lr=self.cfg.lr_embeddings)
             return
@@ -236,7 +238,7 @@ class Mapper:
                     "exp_avg": torch.cat([st["exp_avg"], pad]),
                     "exp_avg_sq": torch.cat([st["exp_avg_sq"], pad]),
                 }
-        self._emb_opt = torch.optim.SparseAdam(params, lr=self.cfg.lr_embeddings)
+        self._emb_opt = RowAdam(params, lr=self.cfg.lr_embeddings)
         for p, st in new_state.items():
             self._emb_opt.state[p] = st
 
