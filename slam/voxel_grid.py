@@ -103,6 +103,10 @@ class SparseVoxelGrid:
             return 0
         # unique over packed int64 keys: much faster than torch.unique(dim=0) on rows
         voxels = unpack_keys(torch.unique(pack_keys(voxels.to(self.device))))
+        # a frame mostly re-observes mapped space: skip voxels that already have all 8 corners
+        voxels = voxels[~self._complete(voxels)]
+        if voxels.numel() == 0:
+            return 0
         corners = (voxels[:, None, :] + CORNERS.to(self.device)[None]).reshape(-1, 3)
         added = self._add_corners(unpack_keys(torch.unique(pack_keys(corners))))
         blocks = torch.div(voxels, self.block, rounding_mode="floor")
@@ -111,6 +115,20 @@ class SparseVoxelGrid:
         local = corners - blocks.repeat_interleave(8, dim=0) * self.block
         self.block_tables[pos, local[:, 0], local[:, 1], local[:, 2]] = self.corner_row(corners)
         return added
+
+    def _complete(self, voxels: torch.Tensor) -> torch.Tensor:
+        """Which of the M×3 integer voxels already have all 8 corner rows in their block's table."""
+        if self.block_keys.numel() == 0:
+            return torch.zeros(voxels.shape[0], dtype=torch.bool, device=voxels.device)
+        block = torch.div(voxels, self.block, rounding_mode="floor")
+        keys = pack_keys(block)
+        pos = torch.searchsorted(self.block_keys, keys).clamp_max(self.block_keys.numel() - 1)
+        hit = self.block_keys[pos] == keys
+        n = self.block + 1
+        local = voxels - block * self.block
+        base = pos * n**3 + (local * torch.tensor([n * n, n, 1], device=voxels.device)).sum(dim=1)
+        rows = self.block_tables.view(-1)[base[:, None] + self._corner_offsets(n, voxels.device)[None, :]]
+        return hit & (rows >= 0).all(dim=1)
 
     def _add_corners(self, corners: torch.Tensor) -> int:
         keys = pack_keys(corners)

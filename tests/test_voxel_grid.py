@@ -261,3 +261,16 @@ def test_features_are_continuous_across_block_boundaries() -> None:
                 sa, sb = m.decode_sdf(fa[both]), m.decode_sdf(fb[both])
             assert float((sa - sb).abs().max()) < 1e-2
     assert checked > 4000
+
+
+def test_reallocating_mapped_voxels_is_a_no_op_and_new_ones_still_get_corners():
+    grid = SparseVoxelGrid(0.1, block=4)
+    first = torch.tensor([[0, 0, 0], [3, 0, 0], [4, 0, 0]])  # the last starts a second block
+    added = grid.allocate_voxels(first)
+    assert added == grid.num_corners == 8 + 8 + 4  # [3,0,0] and [4,0,0] share a face of 4 corners
+    tables = grid.block_tables.clone()
+    assert grid.allocate_voxels(first) == 0 and torch.equal(grid.block_tables, tables)
+    assert grid._complete(first).all() and not grid._complete(torch.tensor([[1, 0, 0]])).any()
+    assert grid.allocate_voxels(torch.tensor([[0, 0, 0], [1, 0, 0]])) == 4  # only the new voxel's far face
+    rows, _, found = grid.locate(torch.tensor([[0.15, 0.05, 0.05]]))
+    assert found.all() and (rows >= 0).all()
