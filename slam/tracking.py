@@ -19,6 +19,8 @@ with a wider robust kernel and more iterations until it converges again ("recove
 
 from __future__ import annotations
 
+from collections import deque
+
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -51,6 +53,13 @@ class TrackerConfig(BaseModel):
     )
     recovery_scale: float = Field(4.0, ge=1, description="robust scale multiplier while re-localising")
     constant_velocity: bool = Field(True, description="predict each pose from the last motion")
+    second_guess_drop: float = Field(
+        0.85,
+        ge=0,
+        le=1,
+        description="when a frame's inlier ratio falls below this share of the recent median, also register "
+        "from the last pose (no motion) and keep the better result; 0 = never",
+    )
 
 
 class Tracker:
@@ -73,6 +82,7 @@ class Tracker:
         self.timestamps: list[float] = []
         self.last_good: np.ndarray | None = None
         self.lost_streak = 0
+        self.recent_inliers: deque[float] = deque(maxlen=15)  # inlier ratios of the last tracked frames
 
     # -- preprocessing -------------------------------------------------------------------------
     def sample_points(self, frame: RGBDFrame) -> np.ndarray:
@@ -95,6 +105,12 @@ class Tracker:
         if abs(scale - 1.0) > 1e-3:  # frames were dropped or arrive unevenly: same velocity, another interval
             motion = se3_exp(scale * se3_log(motion))
         return last @ motion
+
+    def _doubtful(self, rep: dict) -> bool:
+        """Whether a registration from the motion prediction fits clearly worse than the recent frames."""
+        if self.cfg.second_guess_drop <= 0 or len(self.recent_inliers) < 3 or len(self.poses) < 2:
+            return False
+        return rep["inlier_ratio"] < self.cfg.second_guess_drop * float(np.median(self.recent_inliers))
 
     def _velocity_scale(self) -> float:
         """(t_now − t_last) / (t_last − t_prev) when the timestamps line up with the poses, else 1.
@@ -251,11 +267,20 @@ class Tracker:
             pose, rep = self.register(points, pose, weights=weights)  # tighten with the normal kernel
         else:
             pose, rep = self.register(points, self.predict(), weights=weights)
+            if self._doubtful(rep):
+                # A wrong velocity feeds itself: the next prediction repeats it and a few iterations do
+                # not undo it. Try no motion from the last pose too and keep the better registration.
+                still_pose, still_rep = self.register(points, self.poses[-1], weights=weights)
+                if still_rep["inlier_ratio"] > rep["inlier_ratio"]:
+                    pose, rep = still_pose, still_rep
+                    rep["second_guess"] = True
         lost = not (
             rep["inlier_ratio"] >= self.cfg.min_inlier_ratio
             and np.isfinite(rep["residual"])
             and rep["residual"] <= self.cfg.max_residual
         )
+        if not lost:
+            self.recent_inliers.append(rep["inlier_ratio"])
         if lost:
             self.lost_streak += 1
             pose = self.predict()
@@ -272,5 +297,5 @@ class Tracker:
             inlier_ratio=rep["inlier_ratio"],
             lost=lost,
             recovered=recovered,
-            info={"points": int(points.shape[0])},
+            info={"points": int(points.shape[0]), "second_guess": bool(rep.get("second_guess", False))},
         )

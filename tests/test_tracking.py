@@ -272,3 +272,23 @@ def test_constant_velocity_prediction_scales_with_the_time_between_frames():
     np.testing.assert_allclose(tracker.predict(), start @ step @ np.linalg.matrix_power(step, 4), atol=1e-9)
     tracker.timestamps = [0.0, 1 / 30, 2 / 30]  # evenly spaced: the last motion once
     np.testing.assert_allclose(tracker.predict(), start @ step @ step, atol=1e-12)
+
+
+@pytest.mark.parametrize("second_guess", [True, False])
+def test_a_wrong_velocity_is_caught_by_registering_from_the_last_pose(room, room_map, second_guess) -> None:
+    # the camera stops at pose_along(0.5), but the last two poses say it moves 15 cm per frame
+    truth = pose_along(0.5)
+    config = TrackerConfig(min_hits=100, iterations=20, second_guess_drop=0.85 if second_guess else 0.0)
+    tracker = Tracker(room_map, config, seed=0)
+    tracker.poses = [pose_along(0.0), truth]
+    tracker.timestamps = [0.0, 0.1]
+    tracker.last_good = truth
+    tracker.recent_inliers.extend([0.9, 0.9, 0.9])  # how well recent frames fitted
+    frame = render_frame(room, truth, index=52)
+    frame.timestamp = 0.2
+    result = tracker.track(frame)
+    t_err, _ = pose_error(result.pose, truth)
+    if second_guess:
+        assert result.info["second_guess"] and t_err < 5e-3
+    else:  # the prediction is 15 cm off, outside the registration's basin
+        assert not result.info["second_guess"] and t_err > 0.03
