@@ -192,3 +192,16 @@ def test_inconsistent_tables_fail_to_load(mapped, tmp_path: Path) -> None:
     torch.save(raw, path)
     with pytest.raises(MapFileError, match=r"map\.pt: the map does not load"):
         open_map(path, device="cpu")
+
+
+def test_outputs_get_ordinary_file_permissions(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    from slam.persistence import write_text_atomic
+
+    write_text_atomic(tmp_path / "stats.json", "{}\n")
+    mask = os.umask(0)
+    os.umask(mask)
+    mode = stat.S_IMODE((tmp_path / "stats.json").stat().st_mode)
+    assert mode == 0o666 & ~mask  # not mkstemp's private 0600
