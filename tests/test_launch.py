@@ -60,20 +60,25 @@ def test_realsense_setup_fails_naming_the_missing_driver() -> None:
     assert result.exit_code == 2 and "unknown driver 'realsense'" in _output(result)
 
 
-def test_lidar_setup_fails_naming_the_driver_and_sensor() -> None:
+def test_lidar_setups_use_the_lidar_preset_and_a_missing_sequence_is_named(monkeypatch) -> None:
+    monkeypatch.setenv("KITTI_SEQUENCE", "/nonexistent/sequences/00")
     cfg, _ = load_launch(LAUNCH / "lidar_replay.yaml")
-    assert cfg.source.kind == "kitti"
-    if "kitti" not in available_sources():
-        with pytest.raises(Exception, match="kitti"):
-            check_source(cfg)
-        return
-    assert source_class("kitti").sensor == "lidar"
-    with pytest.raises(
-        ServiceError, match=r"source\.kind: driver 'kitti' yields lidar data, which the engine does not track"
-    ):
-        check_source(cfg)
+    assert cfg.source.kind == "kitti" and source_class("kitti").sensor == "lidar"
+    assert cfg.map.voxel_size >= 0.1  # LiDAR scales from configs/lidar_64.yaml, not the indoor default
+    check_source(cfg)  # the engine tracks LiDAR scans
     result = runner.invoke(app, ["launch", str(LAUNCH / "lidar_replay.yaml")])
-    assert result.exit_code == 2 and "driver 'kitti' yields lidar data" in _output(result)
+    assert result.exit_code == 2 and "/nonexistent/sequences/00" in _output(result)
+    demo, _ = load_launch(LAUNCH / "lidar_demo.yaml")
+    assert demo.source.kind == "lidar_demo" and check_source(demo)[1] == "fast"
+
+
+def test_event_only_sources_and_the_baseline_with_lidar_are_refused() -> None:
+    cfg, _ = load_launch(LAUNCH / "lidar_demo.yaml")
+    with pytest.raises(ServiceError, match=r"pipeline: driver 'lidar_demo' yields LiDAR scans; the baseline"):
+        check_source(cfg.model_copy(update={"pipeline": "baseline"}))
+    events = cfg.model_copy(update={"source": cfg.source.model_copy(update={"kind": "events"})})
+    with pytest.raises(ServiceError, match=r"driver 'events' yields events data, which the engine does not track"):
+        check_source(events)
 
 
 @pytest.mark.parametrize(

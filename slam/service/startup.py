@@ -6,6 +6,8 @@ from __future__ import annotations
 from drivers.base import Source, source_class
 from slam.config import SLAMConfig
 
+TRACKED_SENSORS = ("rgbd", "lidar")  # what the engine's tracker and mapper take (RGBDFrame, LidarScan)
+
 
 class ServiceError(RuntimeError):
     """The service cannot do what was asked; the message names the setting or file at fault."""
@@ -16,10 +18,14 @@ def check_source(cfg: SLAMConfig, source: Source | None = None) -> tuple[type[So
     uninstalled driver, a sensor the engine cannot track, or a mode the source cannot do."""
     cls = type(source) if source is not None else source_class(cfg.source.kind)
     kind = cfg.source.kind if source is None else (source.name or cls.__name__)
-    if cls.sensor != "rgbd":
+    if cls.sensor not in TRACKED_SENSORS:
         raise ServiceError(
-            f"source.kind: driver {kind!r} yields {cls.sensor} data, which the engine does not track yet "
-            "(it tracks RGB-D frames)"
+            f"source.kind: driver {kind!r} yields {cls.sensor} data, which the engine does not track on its own "
+            "(it tracks RGB-D frames and LiDAR scans)"
+        )
+    if cls.sensor == "lidar" and cfg.pipeline != "neural":
+        raise ServiceError(
+            f"pipeline: driver {kind!r} yields LiDAR scans; the {cfg.pipeline} pipeline is RGB-D only (use neural)"
         )
     return cls, resolve_mode(cfg.service.mode, cls.live, kind)
 

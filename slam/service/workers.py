@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from slam.frames import RGBDFrame
+from slam.frames import LidarScan, RGBDFrame
 from slam.service.driver import QueuedFrame
 from slam.service.meshes import changed_blocks
 from slam.service.pipeline import MapItem
@@ -65,9 +65,9 @@ class TrackingWorker(threading.Thread):
 
     def _track(self, item: QueuedFrame) -> None:
         svc, frame = self.svc, item.frame
-        if not isinstance(frame, RGBDFrame):
+        if not isinstance(frame, (RGBDFrame, LidarScan)):
             raise TypeError(
-                f"source {svc.source_name!r} yields {type(frame).__name__}; this engine needs RGB-D"
+                f"source {svc.source_name!r} yields {type(frame).__name__}; the engine tracks RGB-D frames and LiDAR scans"
             )
         with svc.track_lock:
             pipeline = svc.pipeline
