@@ -4,10 +4,10 @@ with a structured-light depth-noise model, and a cache of the rendered sequence 
 Depends only on ``slam.frames`` and ``slam.geometry`` (and numpy, scipy, open3d, pillow, tqdm).
 """
 
+from slam.sim.cache import default_cache_root
 from slam.sim.dataset import (
     GENERATOR_VERSION,
     DemoSceneConfig,
-    default_cache_root,
     ensure_scene,
     generate_scene,
     is_complete,

@@ -7,6 +7,8 @@ finished folder is reused as is. Partial folders left by processes that no longe
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import shutil
@@ -21,6 +23,34 @@ def default_cache_root() -> Path:
     """``$SLAM_CACHE_DIR``, else ``~/.cache/neural-slam``."""
     value = os.environ.get("SLAM_CACHE_DIR")
     return Path(value).expanduser() if value else Path.home() / ".cache" / "neural-slam"
+
+
+def config_digest(params: dict, generator_version: int) -> str:
+    """12 hex digits that change with any generation parameter or the generator's version."""
+    text = json.dumps({"generator_version": generator_version, **params}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def cache_folder(kind: str, digest: str, cache_root: Path | None = None) -> Path:
+    """``<cache root>/<kind>/<digest>``; the root is ``cache_root`` or :func:`default_cache_root`."""
+    root = Path(cache_root).expanduser() if cache_root is not None else default_cache_root()
+    return root / kind / digest
+
+
+def finished_count(meta_file: Path, generator_version: int, digest: str | None, count_key: str) -> int | None:
+    """The item count (``count_key``: frames, scans) a finished generation wrote into ``meta_file``, or
+    None when the file is missing or unreadable, unfinished, from another generator version, of another
+    ``digest`` (when given), or has no positive count."""
+    try:
+        meta = json.loads(meta_file.read_text())
+    except (OSError, ValueError):
+        return None
+    if not meta.get("complete") or meta.get("generator_version") != generator_version:
+        return None
+    if digest is not None and meta.get("digest") != digest:
+        return None
+    count = meta.get(count_key)
+    return count if isinstance(count, int) and count >= 1 else None
 
 
 def generate_atomically(

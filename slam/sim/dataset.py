@@ -18,7 +18,6 @@ reused as is. Everything written is a deterministic function of the parameters.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import multiprocessing
@@ -32,7 +31,7 @@ from PIL import Image
 
 from slam.frames import CameraIntrinsics
 from slam.geometry import pose_to_tum
-from slam.sim.cache import default_cache_root, generate_atomically
+from slam.sim.cache import cache_folder, config_digest, finished_count, generate_atomically
 from slam.sim.depth_noise import DepthNoiseParams, apply_color_noise, apply_depth_noise
 from slam.sim.indoor import build_indoor_scene, camera_trajectory
 from slam.sim.render import Renderer
@@ -83,27 +82,17 @@ class DemoSceneConfig:
 
     @property
     def digest(self) -> str:
-        text = json.dumps({"generator_version": GENERATOR_VERSION, **self.to_dict()}, sort_keys=True)
-        return hashlib.sha256(text.encode()).hexdigest()[:12]
+        return config_digest(self.to_dict(), GENERATOR_VERSION)
 
 
 def scene_folder(config: DemoSceneConfig, cache_root: Path | None = None) -> Path:
-    root = Path(cache_root).expanduser() if cache_root is not None else default_cache_root()
-    return root / "demo" / config.digest
+    return cache_folder("demo", config.digest, cache_root)
 
 
 def is_complete(folder: Path, config: DemoSceneConfig | None = None) -> bool:
     """True when ``folder`` holds a finished sequence (for ``config``, when given)."""
-    try:
-        meta = json.loads((folder / SCENE_FILE).read_text())
-    except (OSError, ValueError):
-        return False
-    if not meta.get("complete") or meta.get("generator_version") != GENERATOR_VERSION:
-        return False
-    if config is not None and meta.get("digest") != config.digest:
-        return False
-    frames = meta.get("frames")
-    if not isinstance(frames, int) or frames < 1:
+    frames = finished_count(folder / SCENE_FILE, GENERATOR_VERSION, None if config is None else config.digest, "frames")
+    if frames is None:
         return False
     return (folder / MESH_FILE).is_file() and (folder / _name(frames - 1, "depth.png")).is_file()
 

@@ -28,7 +28,6 @@ generated into a partial folder and renamed into place when complete (``slam.sim
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import multiprocessing
@@ -40,7 +39,7 @@ import numpy as np
 import open3d as o3d
 
 from slam.geometry import invert_pose
-from slam.sim.cache import default_cache_root, generate_atomically
+from slam.sim.cache import cache_folder, config_digest, finished_count, generate_atomically
 from slam.sim.lidar import SpinningLidar, Sweep, simulate_sweep
 from slam.sim.outdoor import LABELS, OutdoorScene, VehiclePath, build_outdoor_scene
 
@@ -78,27 +77,17 @@ class LidarSequenceConfig:
 
     @property
     def digest(self) -> str:
-        text = json.dumps({"generator_version": GENERATOR_VERSION, **self.to_dict()}, sort_keys=True)
-        return hashlib.sha256(text.encode()).hexdigest()[:12]
+        return config_digest(self.to_dict(), GENERATOR_VERSION)
 
 
 def sequence_folder(config: LidarSequenceConfig, cache_root: Path | None = None) -> Path:
-    root = Path(cache_root).expanduser() if cache_root is not None else default_cache_root()
-    return root / "lidar_demo" / config.digest
+    return cache_folder("lidar_demo", config.digest, cache_root)
 
 
 def is_complete(folder: Path, config: LidarSequenceConfig | None = None) -> bool:
     """True when ``folder`` holds a finished sequence (for ``config``, when given)."""
-    try:
-        meta = json.loads((folder / SEQUENCE_FILE).read_text())
-    except (OSError, ValueError):
-        return False
-    if not meta.get("complete") or meta.get("generator_version") != GENERATOR_VERSION:
-        return False
-    if config is not None and meta.get("digest") != config.digest:
-        return False
-    scans = meta.get("scans")
-    if not isinstance(scans, int) or scans < 1:
+    scans = finished_count(folder / SEQUENCE_FILE, GENERATOR_VERSION, None if config is None else config.digest, "scans")
+    if scans is None:
         return False
     return (folder / MESH_FILE).is_file() and (folder / "velodyne" / f"{scans - 1:06d}.bin").is_file()
 
