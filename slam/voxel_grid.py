@@ -57,19 +57,7 @@ class SparseVoxelGrid:
         voxel = torch.floor(scaled.detach()).to(torch.int64)
         frac = scaled - voxel.to(scaled.dtype)  # gradients flow through frac
         n_pts = points.shape[0]
-        rows = torch.full((n_pts, 8), -1, dtype=torch.int64, device=points.device)
-        if self.block_keys.numel():
-            block = torch.div(voxel, self.block, rounding_mode="floor")
-            local = voxel - block * self.block
-            keys = pack_keys(block)
-            pos = torch.searchsorted(self.block_keys, keys).clamp_max(self.block_keys.numel() - 1)
-            hit = self.block_keys[pos] == keys
-            n = self.block + 1
-            # one flat gather: table entry of corner c = base + (cx·n² + cy·n + cz)
-            base = pos * n**3 + (local * torch.tensor([n * n, n, 1], device=points.device)).sum(dim=1)
-            flat = self.block_tables.view(-1)
-            idx = base[:, None] + self._corner_offsets(n, points.device)[None, :]
-            rows = torch.where(hit[:, None], flat[idx], rows)
+        rows = self.voxel_corner_rows(voxel)
         found = (rows >= 0).all(dim=1)
         one = 1.0 - frac
         wx = torch.stack([one[:, 0], frac[:, 0]], dim=1)
@@ -77,6 +65,22 @@ class SparseVoxelGrid:
         wz = torch.stack([one[:, 2], frac[:, 2]], dim=1)
         weights = (wx[:, :, None, None] * wy[:, None, :, None] * wz[:, None, None, :]).reshape(n_pts, 8)
         return rows, weights, found
+
+    def voxel_corner_rows(self, voxels: torch.Tensor) -> torch.Tensor:
+        """The 8 corner rows (M×8, -1 where unallocated) of the M×3 integer voxels, from their blocks' tables."""
+        rows = torch.full((voxels.shape[0], 8), -1, dtype=torch.int64, device=voxels.device)
+        if self.block_keys.numel() == 0:
+            return rows
+        block = torch.div(voxels, self.block, rounding_mode="floor")
+        local = voxels - block * self.block
+        keys = pack_keys(block)
+        pos = torch.searchsorted(self.block_keys, keys).clamp_max(self.block_keys.numel() - 1)
+        hit = self.block_keys[pos] == keys
+        n = self.block + 1
+        # one flat gather: table entry of corner c = base + (cx·n² + cy·n + cz)
+        base = pos * n**3 + (local * torch.tensor([n * n, n, 1], device=voxels.device)).sum(dim=1)
+        idx = base[:, None] + self._corner_offsets(n, voxels.device)[None, :]
+        return torch.where(hit[:, None], self.block_tables.view(-1)[idx], rows)
 
     _offsets_cache: dict = {}
 
@@ -118,17 +122,7 @@ class SparseVoxelGrid:
 
     def _complete(self, voxels: torch.Tensor) -> torch.Tensor:
         """Which of the M×3 integer voxels already have all 8 corner rows in their block's table."""
-        if self.block_keys.numel() == 0:
-            return torch.zeros(voxels.shape[0], dtype=torch.bool, device=voxels.device)
-        block = torch.div(voxels, self.block, rounding_mode="floor")
-        keys = pack_keys(block)
-        pos = torch.searchsorted(self.block_keys, keys).clamp_max(self.block_keys.numel() - 1)
-        hit = self.block_keys[pos] == keys
-        n = self.block + 1
-        local = voxels - block * self.block
-        base = pos * n**3 + (local * torch.tensor([n * n, n, 1], device=voxels.device)).sum(dim=1)
-        rows = self.block_tables.view(-1)[base[:, None] + self._corner_offsets(n, voxels.device)[None, :]]
-        return hit & (rows >= 0).all(dim=1)
+        return (self.voxel_corner_rows(voxels) >= 0).all(dim=1)
 
     def _add_corners(self, corners: torch.Tensor) -> int:
         keys = pack_keys(corners)

@@ -152,16 +152,18 @@ def mesh_metrics(
     est_mesh = load_mesh(est, "estimated mesh")
     ref_pts = sample_surface(ref_mesh, n_points, seed)
     est_pts = sample_surface(est_mesh, n_points, seed + 1)
+    comp_pts = ref_pts  # the reference samples that count for completion
     if ref_mask is not None:
         keep = np.asarray(ref_mask(ref_pts), dtype=bool)
         if not keep.any():
             raise MeshError("no reference sample passes ref_mask (did the views see the reference at all?)")
+        comp_pts = ref_pts[keep]
     if distance == "surface":
         acc_dist = surface_distance(ref_mesh, est_pts)
-        comp_dist = surface_distance(est_mesh, ref_pts if ref_mask is None else ref_pts[keep])
+        comp_dist = surface_distance(est_mesh, comp_pts)
     else:
         acc_dist, _ = cKDTree(ref_pts).query(est_pts, k=1, workers=-1)
-        comp_dist, _ = cKDTree(est_pts).query(ref_pts if ref_mask is None else ref_pts[keep], k=1, workers=-1)
+        comp_dist, _ = cKDTree(est_pts).query(comp_pts, k=1, workers=-1)
     return MeshMetrics(
         accuracy_cm=float(np.mean(acc_dist)) * 100.0,
         completion_cm=float(np.mean(comp_dist)) * 100.0,
