@@ -259,6 +259,7 @@ class Tracker:
         if points is None:
             raise ValueError("points are required after the first frame")
         recovering = self.lost_streak > 0
+        second_guess = False
         if recovering:
             init = self.last_good
             pose, rep = self.register(
@@ -272,20 +273,18 @@ class Tracker:
                 # not undo it. Try no motion from the last pose too and keep the better registration.
                 still_pose, still_rep = self.register(points, self.poses[-1], weights=weights)
                 if still_rep["inlier_ratio"] > rep["inlier_ratio"]:
-                    pose, rep = still_pose, still_rep
-                    rep["second_guess"] = True
+                    pose, rep, second_guess = still_pose, still_rep, True
         lost = not (
             rep["inlier_ratio"] >= self.cfg.min_inlier_ratio
             and np.isfinite(rep["residual"])
             and rep["residual"] <= self.cfg.max_residual
         )
-        if not lost:
-            self.recent_inliers.append(rep["inlier_ratio"])
         if lost:
             self.lost_streak += 1
             pose = self.predict()
         else:
             self.last_good = pose
+            self.recent_inliers.append(rep["inlier_ratio"])
         recovered = recovering and not lost
         if recovered:
             self.lost_streak = 0
@@ -297,5 +296,5 @@ class Tracker:
             inlier_ratio=rep["inlier_ratio"],
             lost=lost,
             recovered=recovered,
-            info={"points": int(points.shape[0]), "second_guess": bool(rep.get("second_guess", False))},
+            info={"points": int(points.shape[0]), "second_guess": second_guess},
         )
