@@ -4,8 +4,8 @@ The same update as ``torch.optim.SparseAdam`` (moments and the step of a row cha
 gradient touches that row; bias correction by the optimizer's step count), computed differently:
 SparseAdam coalesces the sparse gradient (a sort over every (row, column) entry, then ``sparse_mask``
 gathers) and was the largest single cost of a mapping step on the CPU. Here the touched rows are found
-once with ``torch.unique`` over row indices, their gradients summed with ``index_add_``, and the moments
-read and written with plain row indexing.
+once with a row mask, their gradients summed with ``index_put_(accumulate=True)``, and the moments read
+and written with ``index_select`` / ``index_copy_`` (plain ``tensor[rows]`` is many times slower on CPU).
 """
 
 from __future__ import annotations
@@ -42,19 +42,34 @@ class RowAdam(torch.optim.Optimizer):
                 grad = p.grad
                 if not grad.is_sparse:
                     raise ValueError("RowAdam needs sparse gradients (F.embedding(..., sparse=True))")
-                rows, inverse = torch.unique(grad._indices()[0], return_inverse=True)
-                g = torch.zeros(rows.shape[0], p.shape[1], dtype=p.dtype, device=p.device)
-                g.index_add_(0, inverse, grad._values())
+                rows, g = _rows_and_summed_gradient(grad, p.shape[0])
                 state = self.state[p]
                 if not state:
                     state["step"] = 0
                     state["exp_avg"] = torch.zeros_like(p)
                     state["exp_avg_sq"] = torch.zeros_like(p)
                 state["step"] = int(state["step"]) + 1
-                m = state["exp_avg"][rows].mul_(beta1).add_(g, alpha=1 - beta1)
-                v = state["exp_avg_sq"][rows].mul_(beta2).addcmul_(g, g, value=1 - beta2)
-                state["exp_avg"][rows] = m
-                state["exp_avg_sq"][rows] = v
+                # index_select / index_copy_: on CPU many times faster than tensor[rows] for row gathers
+                m = state["exp_avg"].index_select(0, rows).mul_(beta1).add_(g, alpha=1 - beta1)
+                v = state["exp_avg_sq"].index_select(0, rows).mul_(beta2).addcmul_(g, g, value=1 - beta2)
+                state["exp_avg"].index_copy_(0, rows, m)
+                state["exp_avg_sq"].index_copy_(0, rows, v)
                 bias1 = 1 - beta1 ** state["step"]
                 bias2 = 1 - beta2 ** state["step"]
                 p.index_add_(0, rows, m.div_(v.sqrt_().add_(group["eps"])), alpha=-group["lr"] * math.sqrt(bias2) / bias1)
+
+
+def _rows_and_summed_gradient(grad: torch.Tensor, n_rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rows an uncoalesced sparse gradient touches (sorted) and its summed values per row.
+
+    Same result as ``torch.unique(return_inverse=True)`` + ``index_add_``, about 1.6× faster on the CPU:
+    a touched-row mask replaces unique's sort, and ``index_put_(accumulate=True)`` sums the values.
+    """
+    idx, values = grad._indices()[0], grad._values()
+    touched = torch.zeros(n_rows, dtype=torch.bool, device=idx.device).index_fill_(0, idx, True)
+    rows = touched.nonzero().squeeze(1)
+    position = torch.empty(n_rows, dtype=torch.int64, device=idx.device)
+    position.index_copy_(0, rows, torch.arange(rows.numel(), device=idx.device))
+    summed = torch.zeros(rows.numel(), values.shape[1], dtype=values.dtype, device=values.device)
+    summed.index_put_((position.index_select(0, idx),), values, accumulate=True)
+    return rows, summed

@@ -75,12 +75,14 @@ class SparseVoxelGrid:
         local = voxels - block * self.block
         keys = pack_keys(block)
         pos = torch.searchsorted(self.block_keys, keys).clamp_max(self.block_keys.numel() - 1)
-        hit = self.block_keys[pos] == keys
+        hit = self.block_keys.index_select(0, pos) == keys
         n = self.block + 1
-        # one flat gather: table entry of corner c = base + (cx·n² + cy·n + cz)
+        # one flat gather: table entry of corner c = base + (cx·n² + cy·n + cz); index_select is several
+        # times faster than advanced indexing on CPU
         base = pos * n**3 + (local * torch.tensor([n * n, n, 1], device=voxels.device)).sum(dim=1)
         idx = base[:, None] + self._corner_offsets(n, voxels.device)[None, :]
-        return torch.where(hit[:, None], self.block_tables.view(-1)[idx], rows)
+        table = self.block_tables.view(-1).index_select(0, idx.reshape(-1)).view(-1, 8)
+        return torch.where(hit[:, None], table, rows)
 
     _offsets_cache: dict = {}
 
@@ -128,7 +130,7 @@ class SparseVoxelGrid:
         keys = pack_keys(corners)
         if self.corner_keys.numel():
             pos = torch.searchsorted(self.corner_keys, keys).clamp_max(self.corner_keys.numel() - 1)
-            new = keys[self.corner_keys[pos] != keys]
+            new = keys[self.corner_keys.index_select(0, pos) != keys]
         else:
             new = keys
         if new.numel() == 0:
@@ -147,12 +149,13 @@ class SparseVoxelGrid:
             return torch.full((corners.shape[0],), -1, dtype=torch.int64, device=self.device)
         keys = pack_keys(corners)
         pos = torch.searchsorted(self.corner_keys, keys).clamp_max(self.corner_keys.numel() - 1)
-        return torch.where(self.corner_keys[pos] == keys, self.corner_rows[pos], torch.full_like(pos, -1))
+        found = self.corner_keys.index_select(0, pos) == keys
+        return torch.where(found, self.corner_rows.index_select(0, pos), torch.full_like(pos, -1))
 
     def _add_blocks(self, keys: torch.Tensor) -> None:
         if self.block_keys.numel():
             pos = torch.searchsorted(self.block_keys, keys).clamp_max(self.block_keys.numel() - 1)
-            keys = keys[self.block_keys[pos] != keys]
+            keys = keys[self.block_keys.index_select(0, pos) != keys]
         if keys.numel() == 0:
             return
         n = self.block + 1
