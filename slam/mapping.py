@@ -41,7 +41,11 @@ from slam.optim import RowAdam
 class MapperConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
-    iterations: int = Field(1, ge=0, description="optimizer steps per tracked frame")
+    iterations: int = Field(1, ge=0, description="optimizer steps per mapped frame")
+    every: int = Field(
+        1, ge=1, description="map every n-th tracked frame (the first always): consecutive frames overlap "
+        "almost entirely, so skipped ones cost the map little and save their whole mapping time",
+    )
     first_frame_iterations: int = Field(60, ge=0, description="optimizer steps on the first frame")
     rays: int = Field(3072, ge=64, description="rays drawn per step (current frame and keyframes)")
     current_fraction: float = Field(0.5, ge=0, le=1, description="share of each step's rays from the current frame")
@@ -162,6 +166,7 @@ class Mapper:
         self.gen = torch.Generator().manual_seed(seed)
         self.keyframes: list[RaySet] = []
         self.frames_integrated = 0
+        self.frames_offered = 0  # tracked frames handed to ``integrate``, mapped or not (``every``)
         self._emb_opt: torch.optim.Optimizer | None = None
         self._dec_opt = torch.optim.Adam(neural_map.decoder_parameters(), lr=self.cfg.lr_decoder)
         self.last_loss: dict[str, float] = {}
@@ -184,6 +189,9 @@ class Mapper:
     def integrate(self, frame: Frame, pose: np.ndarray) -> None:
         """Fit the map to a tracked RGB-D frame or LiDAR scan at ``pose`` (sensor-to-world)."""
         cfg = self.cfg
+        self.frames_offered += 1
+        if (self.frames_offered - 1) % cfg.every:
+            return
         if isinstance(frame, RGBDFrame):
             current = frame_rays(frame, pose, cfg, self.rng, limit=max(cfg.keyframe_rays, cfg.rays))
         elif isinstance(frame, LidarScan):
@@ -277,11 +285,16 @@ class Mapper:
         n_eik = min(cfg.eikonal_samples, near_x.shape[0]) if cfg.eikonal_weight > 0 else 0
         x_eik = near_x[:n_eik].clone().requires_grad_(True)
         x_all = torch.cat([x_eik, x[n_eik:]]) if n_eik else x
+        n_sdf = x_all.shape[0]
+        with_color = color is not None and self.map.color_head is not None and cfg.color_weight > 0
+        if with_color:
+            # colour at the surface (δ = 0 on each ray), looked up in the same query as the SDF samples
+            x_all = torch.cat([x_all, world_o + world_d * depth[:, None]])
 
         n_near = near_x.shape[0]
-        # record_hits: the space these samples fit counts as fitted (the tracker trusts only such space)
-        feats, valid = self.map.features(x_all, sparse_grad=self.map.sparse_embeddings, record_hits=True)
-        sdf = self.map.decode_sdf(feats)
+        # record_hits: the space the SDF samples fit counts as fitted (the tracker trusts only such space)
+        feats, valid = self.map.features(x_all, sparse_grad=self.map.sparse_embeddings, record_hits=n_sdf)
+        sdf, color_valid, valid = self.map.decode_sdf(feats[:n_sdf]), valid[n_sdf:], valid[:n_sdf]
         near_sdf, near_valid = sdf[:n_near], valid[:n_near]
         loss_sdf = _masked_mean((near_sdf - s_target).abs(), near_valid)
         loss = loss_sdf
@@ -302,13 +315,9 @@ class Mapper:
             loss_eik = _masked_mean((grad.norm(dim=1) - 1.0) ** 2, valid[:n_eik])
             loss = loss + cfg.eikonal_weight * loss_eik
             losses["eikonal"] = loss_eik.item()
-        if color is not None and self.map.color_head is not None and cfg.color_weight > 0:
-            # colour at the surface: the sample nearest to it along each ray is the first of
-            # the near-surface samples shifted to δ = 0, evaluated separately
-            surf = world_o + world_d * depth[:, None]
-            f_s, v_s = self.map.features(surf, sparse_grad=self.map.sparse_embeddings)
-            rgb = self.map.decode_color(f_s)
-            loss_rgb = _masked_mean((rgb - color).abs().mean(dim=1), v_s)
+        if with_color:
+            rgb = self.map.decode_color(feats[n_sdf:])
+            loss_rgb = _masked_mean((rgb - color).abs().mean(dim=1), color_valid)
             loss = loss + cfg.color_weight * loss_rgb
             losses["color"] = loss_rgb.item()
 
@@ -354,13 +363,16 @@ def _subset(rays: RaySet, n: int, rng: np.random.Generator) -> RaySet:
     if n >= len(rays):
         return rays
     idx = torch.from_numpy(rng.choice(len(rays), n, replace=False))
+    def take(t: torch.Tensor) -> torch.Tensor:
+        return t.index_select(0, idx)  # several times faster than t[idx] on CPU
+
     return RaySet(
-        rays.dirs[idx],
-        rays.ray_depth[idx],
-        rays.cos[idx],
-        None if rays.color is None else rays.color[idx],
+        take(rays.dirs),
+        take(rays.ray_depth),
+        take(rays.cos),
+        None if rays.color is None else take(rays.color),
         rays.pose,
-        None if rays.origins is None else rays.origins[idx],
+        None if rays.origins is None else take(rays.origins),
     )
 
 

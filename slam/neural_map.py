@@ -168,12 +168,13 @@ class NeuralSDFMap(nn.Module):
 
     # -- queries -------------------------------------------------------------------------------
     def features(
-        self, points: torch.Tensor, sparse_grad: bool = False, min_hits: int = 0, record_hits: bool = False
+        self, points: torch.Tensor, sparse_grad: bool = False, min_hits: int = 0, record_hits: bool | int = False
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Concatenated interpolated features (N × levels·F) and validity (N,).
 
         ``min_hits`` also requires the point's finest corners to have been fitted that often;
-        ``record_hits`` counts these points as fitted (the mapper's near-surface samples).
+        ``record_hits`` counts these points as fitted (the mapper's near-surface samples): True for all
+        of them, an int n for the first n only (one query can then carry other points too).
         """
         feats = []
         valid = torch.ones(points.shape[0], dtype=torch.bool, device=points.device)
@@ -191,15 +192,20 @@ class NeuralSDFMap(nn.Module):
             feats.append((corner * w[..., None]).sum(dim=1))
         return torch.cat(feats, dim=1), valid
 
-    def _fitted(self, rows: torch.Tensor, found: torch.Tensor, min_hits: int, record_hits: bool) -> torch.Tensor:
+    def _fitted(self, rows: torch.Tensor, found: torch.Tensor, min_hits: int, record_hits: bool | int) -> torch.Tensor:
         """Points (by their finest-level corner rows) fitted at least ``min_hits`` times; with
-        ``record_hits`` these points count as fitted once more."""
+        ``record_hits`` these points (True: all, n: the first n) count as fitted once more."""
         ok = torch.ones_like(found)
         if min_hits <= 0 and not record_hits:
             return ok
         safe_rows = rows[found]
         if min_hits > 0:
-            ok = torch.zeros_like(found).masked_scatter(found, (self.hits[safe_rows] >= min_hits).all(dim=1))
+            corner_hits = self.hits.index_select(0, safe_rows.reshape(-1)).view(safe_rows.shape)
+            ok = torch.zeros_like(found).masked_scatter(found, (corner_hits >= min_hits).all(dim=1))
+        if record_hits is not False and record_hits is not True:  # the first n points only
+            counted = found.clone()
+            counted[int(record_hits):] = False
+            safe_rows = rows[counted]
         if record_hits:
             flat = safe_rows.reshape(-1)
             self.hits.index_add_(0, flat, torch.ones_like(flat, dtype=torch.int32))

@@ -317,3 +317,14 @@ def test_unblocked_query_does_not_wait() -> None:
     t.start()
     t.join(30)
     assert out and bool(out[0].valid.all())
+
+
+def test_record_hits_counts_only_the_first_n_points() -> None:
+    # the mapper looks up colour points in the same query as its SDF samples; only the latter count as fitted
+    m = NeuralSDFMap(NeuralMapConfig(voxel_size=VOXEL, device="cpu"))
+    fitted_pts = torch.rand(50, 3) * 0.1
+    other_pts = torch.rand(50, 3) * 0.1 + 1.0
+    m.allocate(torch.cat([fitted_pts, other_pts]), dilate=0)
+    m.features(torch.cat([fitted_pts, other_pts]), record_hits=50)
+    assert bool(m.query(fitted_pts, min_hits=1).valid.all())
+    assert not bool(m.query(other_pts, min_hits=1).valid.any())

@@ -292,3 +292,17 @@ def test_a_wrong_velocity_is_caught_by_registering_from_the_last_pose(room, room
         assert result.info["second_guess"] and t_err < 5e-3
     else:  # the prediction is 15 cm off, outside the registration's basin
         assert not result.info["second_guess"] and t_err > 0.03
+
+
+def test_mapper_every_maps_only_every_nth_frame(room) -> None:
+    m = NeuralSDFMap(NeuralMapConfig(voxel_size=0.04, device="cpu", color=False))
+    mapper = Mapper(m, MapperConfig(first_frame_iterations=2, rays=256, every=3), seed=0)
+    frames = [render_frame(room, pose_along(s), index=i) for i, s in enumerate(np.linspace(0.0, 1.0, 7))]
+    corners = []
+    for frame in frames:
+        mapper.integrate(frame, frame.gt_pose)
+        corners.append(m.grids[0].num_corners)
+    assert mapper.frames_integrated == 3  # frames 0, 3 and 6
+    # skipped frames neither allocate nor fit: the map grows only at mapped frames
+    assert corners[1] == corners[2] == corners[0] and corners[4] == corners[5] == corners[3]
+    assert corners[3] > corners[0] and corners[6] > corners[3]
