@@ -95,27 +95,30 @@ class RaySet:
         return int(self.dirs.shape[0])
 
 
-def normals_from_depth(depth: np.ndarray, fx: float, fy: float, cx: float, cy: float) -> np.ndarray:
-    """Per-pixel camera-frame normals (H×W×3, zero where undefined) from central differences."""
-    h, w = depth.shape
-    us, vs = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
-    pts = np.stack([(us - cx) / fx * depth, (vs - cy) / fy * depth, depth], axis=-1)
-    dx = np.zeros_like(pts)
-    dy = np.zeros_like(pts)
-    dx[:, 1:-1] = pts[:, 2:] - pts[:, :-2]
-    dy[1:-1] = pts[2:] - pts[:-2]
-    n = np.cross(dx, dy)
-    norm = np.linalg.norm(n, axis=-1, keepdims=True)
-    ok = (norm[..., 0] > 1e-12) & (depth > 0)
-    ok[:, 1:-1] &= (depth[:, 2:] > 0) & (depth[:, :-2] > 0)
-    ok[1:-1] &= (depth[2:] > 0) & (depth[:-2] > 0)
+def surface_pixels(depth: np.ndarray, depth_min: float, depth_max: float) -> np.ndarray:
+    """Pixels (H×W bool) with depth in range whose four neighbours have depth and no depth jump: where
+    central differences give a surface normal."""
+    ok = (depth > depth_min) & (depth < depth_max)
+    ok[0], ok[-1], ok[:, 0], ok[:, -1] = False, False, False, False
+    left, right, up, down = depth[1:-1, :-2], depth[1:-1, 2:], depth[:-2, 1:-1], depth[2:, 1:-1]
+    centre = np.maximum(depth[1:-1, 1:-1], 1e-3)
     # a large depth jump between neighbours is an edge, not a surface
-    jump = np.zeros_like(depth, dtype=bool)
-    jump[:, 1:-1] |= np.abs(depth[:, 2:] - depth[:, :-2]) > 0.05 * np.maximum(depth[:, 1:-1], 1e-3) * 2
-    jump[1:-1] |= np.abs(depth[2:] - depth[:-2]) > 0.05 * np.maximum(depth[1:-1], 1e-3) * 2
-    ok &= ~jump
-    n = np.where(ok[..., None], n / np.maximum(norm, 1e-12), 0.0)
-    return n.astype(np.float32)
+    ok[1:-1, 1:-1] &= (left > 0) & (right > 0) & (up > 0) & (down > 0)
+    ok[1:-1, 1:-1] &= (np.abs(right - left) <= 0.1 * centre) & (np.abs(down - up) <= 0.1 * centre)
+    return ok
+
+
+def normals_at(depth: np.ndarray, vs: np.ndarray, us: np.ndarray, fx: float, fy: float, cx: float, cy: float) -> np.ndarray:
+    """Unit camera-frame normals (K×3, zero where undefined) at interior pixels (vs, us), from central
+    differences of the back-projected neighbours: computed only where rays are drawn."""
+
+    def point(v: np.ndarray, u: np.ndarray) -> np.ndarray:
+        z = depth[v, u]
+        return np.stack([(u - cx) / fx * z, (v - cy) / fy * z, z], axis=1)
+
+    n = np.cross(point(vs, us + 1) - point(vs, us - 1), point(vs + 1, us) - point(vs - 1, us))
+    norm = np.linalg.norm(n, axis=1, keepdims=True)
+    return np.where(norm > 1e-12, n / np.maximum(norm, 1e-12), 0.0).astype(np.float32)
 
 
 def frame_rays(frame: RGBDFrame, pose: np.ndarray, cfg: MapperConfig, rng: np.random.Generator, limit: int | None):
@@ -123,17 +126,18 @@ def frame_rays(frame: RGBDFrame, pose: np.ndarray, cfg: MapperConfig, rng: np.ra
     intr = frame.intrinsics
     s = cfg.pixel_stride
     depth = frame.depth[::s, ::s]
-    normals = normals_from_depth(depth, intr.fx / s, intr.fy / s, (intr.cx + 0.5) / s - 0.5, (intr.cy + 0.5) / s - 0.5)
-    vs, us = np.nonzero((depth > cfg.depth_min) & (depth < cfg.depth_max) & (np.abs(normals).sum(-1) > 0))
+    vs, us = np.nonzero(surface_pixels(depth, cfg.depth_min, cfg.depth_max))
     if limit is not None and vs.size > limit:
         pick = rng.choice(vs.size, limit, replace=False)
         vs, us = vs[pick], us[pick]
+    n = normals_at(depth, vs, us, intr.fx / s, intr.fy / s, (intr.cx + 0.5) / s - 0.5, (intr.cy + 0.5) / s - 0.5)
+    has_normal = np.abs(n).sum(axis=1) > 0  # degenerate neighbourhoods (rare) give no ray
+    vs, us, n = vs[has_normal], us[has_normal], n[has_normal]
     z = depth[vs, us]
     u_full, v_full = us * s, vs * s
     d = np.stack([(u_full - intr.cx) / intr.fx, (v_full - intr.cy) / intr.fy, np.ones_like(z)], axis=1)
     norm = np.linalg.norm(d, axis=1)
     dirs = d / norm[:, None]
-    n = normals[vs, us]
     cos = np.abs((n * dirs).sum(1))
     color = None
     if frame.color is not None:
@@ -208,11 +212,16 @@ class Mapper:
         pose = current.pose
         if len(current) == 0:
             return
+        keyframe = self.is_keyframe(pose)
+        steps = cfg.first_frame_iterations if self.frames_integrated == 0 else cfg.iterations
+        if steps == 1 and not keyframe:
+            # one step samples one batch of this frame's rays: allocate around those only (allocation
+            # was a fifth of a mapping step's time); keyframes keep all their rays for later steps
+            current = _subset(current, self._current_rays(), self.rng)
         self._allocate(current)
-        if self.is_keyframe(pose):
+        if keyframe:
             keep = current if len(current) <= cfg.keyframe_rays else _subset(current, cfg.keyframe_rays, self.rng)
             self.keyframes.append(keep)
-        steps = cfg.first_frame_iterations if self.frames_integrated == 0 else cfg.iterations
         for _ in range(steps):
             self.step(current)
         self.frames_integrated += 1
@@ -251,9 +260,13 @@ class Mapper:
             self._emb_opt.state[p] = st
 
     # -- one optimizer step --------------------------------------------------------------------
+    def _current_rays(self) -> int:
+        """How many of a step's rays come from the current frame."""
+        return self.cfg.rays if not self.keyframes else int(self.cfg.rays * self.cfg.current_fraction)
+
     def step(self, current: RaySet) -> float:
         cfg = self.cfg
-        n_cur = cfg.rays if not self.keyframes else int(cfg.rays * cfg.current_fraction)
+        n_cur = self._current_rays()
         batches = [_subset(current, n_cur, self.rng)] if n_cur else []
         if self.keyframes:
             n_kf = cfg.rays - n_cur

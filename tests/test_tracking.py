@@ -306,3 +306,22 @@ def test_mapper_every_maps_only_every_nth_frame(room) -> None:
     # skipped frames neither allocate nor fit: the map grows only at mapped frames
     assert corners[1] == corners[2] == corners[0] and corners[4] == corners[5] == corners[3]
     assert corners[3] > corners[0] and corners[6] > corners[3]
+
+
+def test_ray_normals_of_a_tilted_plane_and_edges() -> None:
+    from slam.mapping import normals_at, surface_pixels
+
+    fx = fy = 100.0
+    cx, cy = 40.0, 30.0
+    vs, us = np.mgrid[0:60, 0:80]
+    # the plane z = 2 + 0.5 x: depth along each pixel ray where it meets the plane
+    rx = (us - cx) / fx
+    depth = (2.0 / (1.0 - 0.5 * rx)).astype(np.float32)
+    depth[:, 60:] += 1.0  # a step edge at column 60
+    ok = surface_pixels(depth, 0.1, 10.0)
+    assert not ok[:, [0, 59, 60, 79]].any() and not ok[[0, 59]].any()
+    assert ok[1:-1, 1:59].all() and ok[1:-1, 61:79].all()
+    pv, pu = np.nonzero(ok[:, :59])
+    n = normals_at(depth, pv, pu, fx, fy, cx, cy)
+    expected = np.array([-0.5, 0.0, 1.0]) / np.linalg.norm([-0.5, 0.0, 1.0])
+    assert np.allclose(np.abs(n @ expected), 1.0, atol=1e-4)
