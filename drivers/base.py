@@ -55,6 +55,17 @@ class Source(ABC):
         except TypeError:
             return None
 
+    @classmethod
+    def is_live(cls, path: Path | None, options: dict[str, Any]) -> bool:
+        """Whether the source configured with ``path`` and ``options`` is a live sensor, before it is
+        opened (a driver that plays both a device and its recordings decides by its arguments)."""
+        return cls.live
+
+    def health(self) -> dict[str, Any] | None:
+        """The sensor's link state for the status topic (connected, reconnecting, ...); None when the
+        driver has nothing to say (recordings)."""
+        return None
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release files or devices. Safe to call twice."""
 
@@ -122,6 +133,7 @@ _REGISTRY: dict[str, str] = {
     "pointcloud_folder": "drivers.pointcloud_folder:PointCloudFolderSource",
     "rosbag": "drivers.rosbag:RosbagSource",
     "lidar_demo": "drivers.lidar_demo:LidarDemoSource",
+    "realsense": "drivers.realsense:RealSenseSource",
 }
 
 

@@ -33,7 +33,10 @@ SetOpt = Annotated[
 
 
 def _fail(message: str, code: int = 2) -> None:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    from rich.markup import escape
+
+    # escaped: messages quote user input and install hints like 'neural-slam[realsense]', not markup
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
     raise typer.Exit(code)
 
 
@@ -86,6 +89,59 @@ def sources() -> None:
         typer.echo(name)
 
 
+@app.command("devices")
+def devices() -> None:
+    """List the connected Intel RealSense cameras (serial, model, firmware, USB link, IMU)."""
+    from drivers.base import SourceError
+    from drivers.realsense import list_devices
+
+    try:
+        found = list_devices()
+    except SourceError as exc:
+        _fail(str(exc))
+    if not found:
+        _fail("no RealSense device found (check the cable; a USB 3 port is needed for full rate)", code=1)
+    table = Table(title="RealSense devices")
+    for column in ("serial", "name", "firmware", "USB", "IMU"):
+        table.add_column(column)
+    for d in found:
+        usb = f"{d.usb} (USB 2: reduced modes)" if d.usb2 else d.usb
+        table.add_row(d.serial, d.name, d.firmware, usb, "yes" if d.has_imu else "no")
+    console.print(table)
+
+
+@app.command("record")
+def record(
+    out: Annotated[Path, typer.Argument(help="recording to write (.db3), played back by --dataset realsense")],
+    seconds: Annotated[float | None, typer.Option(help="stop after this many seconds")] = None,
+    frames: Annotated[int | None, typer.Option(help="stop after this many frames")] = None,
+    serial: Annotated[str | None, typer.Option(help="camera serial (see `slam devices`); default the first")] = None,
+    width: Annotated[int, typer.Option(help="image width")] = 640,
+    height: Annotated[int, typer.Option(help="image height")] = 480,
+    fps: Annotated[int, typer.Option(help="frames per second")] = 30,
+) -> None:
+    """Record a live RealSense session (depth, colour, IMU) until --seconds / --frames or Ctrl-C.
+
+    Example: slam record runs/desk.db3 --seconds 20 ; slam replay --dataset realsense runs/desk.db3
+    """
+    import threading
+
+    from drivers.base import SourceError
+    from drivers.realsense import record_camera
+
+    stop = threading.Event()
+    try:
+        result = record_camera(
+            out, serial=serial, width=width, height=height, fps=fps, seconds=seconds, frames=frames, stop=stop
+        )
+    except SourceError as exc:
+        _fail(str(exc))
+    console.print(
+        f"{result.path}: {result.frames} frames in {result.seconds:.1f} s, {result.dropped} dropped by the camera link",
+        highlight=False,
+    )
+
+
 def _run(cfg) -> Any:
     from drivers.base import SourceError
     from slam.replay import run_replay
@@ -129,7 +185,7 @@ def _print_summary(result) -> None:
 
 @app.command("replay")
 def replay(
-    path: Annotated[Path | None, typer.Argument(help="dataset folder (optional for --dataset demo)")] = None,
+    path: Annotated[Path | None, typer.Argument(help="dataset folder or recording file (optional for --dataset demo)")] = None,
     dataset: Annotated[str, typer.Option("--dataset", "-d", help="driver: 7scenes, tum, replica, demo, lidar_demo, kitti, ... (see `slam sources`)")] = "demo",
     out: Annotated[Path, typer.Option("--out", "-o", help="output folder")] = Path("runs/replay"),
     first: Annotated[int | None, typer.Option(help="first frame (position in the sequence)")] = None,

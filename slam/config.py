@@ -32,7 +32,7 @@ class StrictModel(BaseModel):
 
 
 class SourceConfig(StrictModel):
-    kind: str = Field("demo", description="driver name (see `slam sources`): demo, 7scenes, tum, replica, lidar_demo, kitti, pointcloud_folder, rosbag")
+    kind: str = Field("demo", description="driver name (see `slam sources`): demo, 7scenes, tum, replica, lidar_demo, kitti, pointcloud_folder, rosbag, realsense")
     path: Path | None = Field(None, description="dataset folder; for demo, the cache root (default ~/.cache/neural-slam)")
     first: int = Field(0, ge=0, description="first frame (position in the sequence) to use")
     last: int | None = Field(None, ge=0, description="last frame to use, inclusive; null = to the end")

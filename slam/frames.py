@@ -104,6 +104,41 @@ class EventPacket:
 
 
 @dataclass
+class ImuSamples:
+    """Inertial samples of the camera's IMU (e.g. RealSense D435i / D455) since the previous frame.
+
+    Accelerometer and gyroscope run at their own rates, so each has its own times (seconds, the same
+    clock as the frame's timestamp). Values are in the IMU's axes as the device reports them:
+    ``accel`` m/s² (N×3), ``gyro`` rad/s (M×3). ``camera_from_imu`` is the 4×4 transform from the IMU
+    frame to the camera frame when the device calibration gives it.
+    """
+
+    accel_t: np.ndarray
+    accel: np.ndarray
+    gyro_t: np.ndarray
+    gyro: np.ndarray
+    frame_id: str = "imu"
+    camera_from_imu: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("accel", "gyro"):
+            t = np.asarray(getattr(self, f"{name}_t"), dtype=np.float64).reshape(-1)
+            values = np.asarray(getattr(self, name), dtype=np.float32)
+            if values.size == 0:
+                values = values.reshape(0, 3)
+            if values.ndim != 2 or values.shape[1] != 3:
+                raise FrameError(f"imu: {name} must be N×3, got shape {values.shape}")
+            if values.shape[0] != t.shape[0]:
+                raise FrameError(f"imu: {name} has {values.shape[0]} samples but {t.shape[0]} times")
+            setattr(self, f"{name}_t", t)
+            setattr(self, name, values)
+        self.camera_from_imu = _check_pose(self.camera_from_imu, self.frame_id)
+
+    def __len__(self) -> int:
+        return int(self.accel_t.shape[0] + self.gyro_t.shape[0])
+
+
+@dataclass
 class RGBDFrame:
     """One depth image (metres, float32, 0 = invalid) with optional registered colour."""
 
@@ -116,6 +151,7 @@ class RGBDFrame:
     frame_id: str = "camera"
     events: EventPacket | None = None  # events observed since the previous frame, when present
     source_name: str = ""  # where it came from, for error messages (e.g. the depth file)
+    imu: ImuSamples | None = None  # IMU samples since the previous frame, when the camera has an IMU
 
     def __post_init__(self) -> None:
         what = self.source_name or f"frame {self.index}"

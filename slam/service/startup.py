@@ -27,7 +27,8 @@ def check_source(cfg: SLAMConfig, source: Source | None = None) -> tuple[type[So
         raise ServiceError(
             f"pipeline: driver {kind!r} yields LiDAR scans; the {cfg.pipeline} pipeline is RGB-D only (use neural)"
         )
-    return cls, resolve_mode(cfg.service.mode, cls.live, kind)
+    live = source.live if source is not None else cls.is_live(cfg.source.path, cfg.source.options)
+    return cls, resolve_mode(cfg.service.mode, live, kind)
 
 
 def resolve_mode(requested: str, live_source: bool, kind: str) -> str:

@@ -94,8 +94,15 @@ def service_status(svc: SLAMService) -> dict[str, Any]:
             "error": mapping.error if mapping is not None else None,
         },
         "driver_error": svc.driver_error(),
+        # the sensor link (live cameras: streaming / disconnected / reconnecting, drops, USB); null for recordings
+        "sensor": _sensor_health(svc.source),
         "memory": {"rss_mb": round(rss_mb(), 1)},
     }
+
+
+def _sensor_health(source: Any | None) -> dict[str, Any] | None:
+    health = getattr(source, "health", None)
+    return health() if callable(health) else None
 
 
 def _map_mb(neural_map: Any | None, mapper: Any | None) -> float | None:
