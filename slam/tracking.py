@@ -20,6 +20,7 @@ with a wider robust kernel and more iterations until it converges again ("recove
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -86,6 +87,8 @@ class Tracker:
         self.last_good: np.ndarray | None = None
         self.lost_streak = 0
         self.recent_inliers: deque[float] = deque(maxlen=15)  # inlier ratios of the last tracked frames
+        # optional extra residual: pose -> (6×6 H, 6 b) added to each step's normal equations (same ξ)
+        self.extra_term: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None
 
     # -- preprocessing -------------------------------------------------------------------------
     def sample_points(self, frame: RGBDFrame) -> np.ndarray:
@@ -196,9 +199,13 @@ class Tracker:
 
         h = (jac * w[:, None]).T @ jac
         b = (jac * (w * r)[:, None]).T @ torch.ones_like(r)[:, None]
-        h = h.numpy() + self.cfg.damping * np.eye(6) * max(float(np.trace(h.numpy())) / 6, 1e-9)
+        h_np, b_np = h.numpy(), b.numpy()[:, 0]
+        if self.extra_term is not None:  # another sensor's term (slam.event_tracking); None: depth only
+            h_extra, b_extra = self.extra_term(pose)
+            h_np, b_np = h_np + h_extra, b_np + b_extra
+        h = h_np + self.cfg.damping * np.eye(6) * max(float(np.trace(h_np)) / 6, 1e-9)
         try:
-            xi = -np.linalg.solve(h, b.numpy()[:, 0])
+            xi = -np.linalg.solve(h, b_np)
         except np.linalg.LinAlgError:
             return np.zeros(6), fit
         return xi, fit
