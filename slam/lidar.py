@@ -41,6 +41,7 @@ from slam.lidar_preprocess import (
     PreprocessedScan,
     _apply_scaled_twist,
     preprocess_scan,
+    range_mask,
 )
 
 CACHE_KEY = "lidar"
@@ -62,6 +63,14 @@ class LidarConfig(BaseModel):
         1.0, ge=0, description="weight of a ground point in the Gauss-Newton normal equations (others: 1)"
     )
     mapping_rays: int = Field(20000, ge=100, description="rays kept from a scan for mapping (after downsampling)")
+    mapping_max_range: float = Field(
+        0.0,
+        ge=0,
+        description="map only points within this range (m); 0 = every point tracking may use. The map's size "
+        "(and with it each mapping step's cost) grows with the square of this range, and far returns are "
+        "sparse and noisy: the tracker still registers farther points wherever they fall in mapped space. On the "
+        "generated drive 40 m ran 1.8x faster but tracked 4x worse (ATE 1.34 vs 0.31 m): far returns matter",
+    )
     normal_neighbors: int = Field(
         10, ge=4, le=64, description="nearest points whose principal component gives a non-ground point's normal"
     )
@@ -143,31 +152,36 @@ class LidarFrontend:
     def rays(self, scan: LidarScan, rng: np.random.Generator) -> LidarRays:
         """The scan's mapping rays (at most ``mapping_rays``), from its cached preprocessing."""
         prep = self.prepare(scan)
-        n = len(prep.points)
-        normals = self.normals(prep)
         origins = scan.extra.get("lidar_origins")
-        idx = np.arange(n)
-        if n > self.cfg.mapping_rays:
-            idx = np.sort(rng.choice(n, self.cfg.mapping_rays, replace=False))
+        idx = np.arange(len(prep.points))
+        if self.cfg.mapping_max_range > 0:
+            idx = np.flatnonzero(range_mask(prep.points, 0.0, self.cfg.mapping_max_range))
+        if len(idx) > self.cfg.mapping_rays:
+            idx = np.sort(rng.choice(idx, self.cfg.mapping_rays, replace=False))
         return LidarRays(
-            None if origins is None else origins[idx], prep.points[idx], normals[idx], prep.ground[idx]
+            None if origins is None else origins[idx], prep.points[idx], self.normals(prep, idx), prep.ground[idx]
         )
 
-    def normals(self, prep: PreprocessedScan) -> np.ndarray:
-        """Unit normals: the ground patch's plane for ground points, local PCA for the others."""
+    def normals(self, prep: PreprocessedScan, subset: np.ndarray | None = None) -> np.ndarray:
+        """Unit normals of the points ``subset`` indexes (default all): the ground patch's plane for ground
+        points, the local PCA of the nearest points (from the whole scan) for the others."""
         pts = prep.points.astype(np.float64)
-        normals = np.zeros_like(pts)
-        if len(pts) >= 3:
+        idx = np.arange(len(pts)) if subset is None else np.asarray(subset)
+        ground = prep.ground[idx]
+        normals = np.zeros((len(idx), 3))
+        # ground points take their patch's plane below: fit only the others (about half a street scan)
+        fit = np.flatnonzero(~ground) if prep.ground_normals is not None else np.arange(len(idx))
+        if len(pts) >= 3 and len(fit):
             k = min(self.cfg.normal_neighbors, len(pts))
-            _, nbr = cKDTree(pts).query(pts, k=k)
+            _, nbr = cKDTree(pts).query(pts[idx[fit]], k=k)
             local = pts[nbr] - pts[nbr].mean(axis=1, keepdims=True)  # N×k×3
             cov = np.einsum("nki,nkj->nij", local, local)
             _, vec = np.linalg.eigh(cov)
-            normals = vec[:, :, 0]
+            normals[fit] = vec[:, :, 0]
         if prep.ground_normals is not None:
-            normals[prep.ground] = prep.ground_normals[prep.ground]
-        elif prep.ground.any():
-            normals[prep.ground] = (0.0, 0.0, 1.0)
+            normals[ground] = prep.ground_normals[idx[ground]]
+        elif ground.any():
+            normals[ground] = (0.0, 0.0, 1.0)
         return normals.astype(np.float32)
 
     def ray_tensors(self, rays: LidarRays) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -137,11 +137,15 @@ def test_the_drive_is_a_smooth_closed_loop_at_urban_speed(world: SequenceWorld) 
     assert np.abs(np.diff(yaw_rate)).max() < 0.01  # continuous curvature
     turning = np.abs(yaw_rate) > 0.2
     assert np.count_nonzero(np.diff(turning.astype(int)) == 1) == 6  # six turns
-    # the LiDAR rides 1.73 m above the ground along the ground normal, its z axis that normal
+    # the LiDAR rides 1.73 m above the ground along the ground normal, its z axis that normal up to the
+    # body's sway on its suspension (a few tenths of a degree while moving, none at rest)
     up = poses[:, :3, 2]
     foot = poses[:, :3, 3] - 1.73 * up
-    assert np.allclose(foot[:, 2], world.scene.terrain.height(foot[:, 0], foot[:, 1]), atol=1e-9)
-    assert np.allclose(up, world.scene.terrain.normal(foot[:, 0], foot[:, 1]), atol=1e-9)
+    assert np.allclose(foot[:, 2], world.scene.terrain.height(foot[:, 0], foot[:, 1]), atol=0.01)
+    normal = world.scene.terrain.normal(foot[:, 0], foot[:, 1])
+    tilt = np.degrees(np.arccos(np.clip(np.sum(up * normal, axis=1), -1.0, 1.0)))[1:]  # aligned with `speed`
+    assert tilt.max() < 1.0 and np.median(tilt[cruising]) > 0.05
+    assert tilt[standing].max() < 1e-4  # at rest the body does not sway (degrees; arccos rounding)
     # the whole default sequence ends back at the start
     gt = world.lidar_poses()
     assert np.allclose(gt[0], np.eye(4), atol=1e-12)

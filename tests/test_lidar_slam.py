@@ -83,6 +83,15 @@ def test_rays_use_ground_plane_and_local_normals() -> None:
     assert float(cos.min()) >= fe.cfg.min_cos
 
 
+def test_mapping_range_limits_the_rays_not_the_normals() -> None:
+    full = LidarFrontend().rays(LidarScan(0, 0.0, _box_scan()), np.random.default_rng(0))
+    near = LidarFrontend(LidarConfig(mapping_max_range=15.0)).rays(LidarScan(0, 0.0, _box_scan()), np.random.default_rng(0))
+    assert np.linalg.norm(near.points, axis=1).max() <= 15.0 < np.linalg.norm(full.points, axis=1).max()
+    # the same points get the same normals whether or not the farther ones are mapped
+    same = {tuple(p): n for p, n in zip(full.points.tolist(), full.normals.tolist())}
+    np.testing.assert_allclose([same[tuple(p)] for p in near.points.tolist()], near.normals, atol=1e-6)
+
+
 def test_deskewed_rays_leave_from_the_sensor_at_each_point_time() -> None:
     pts = _box_scan(3000)
     times = np.linspace(-0.1, 0.0, len(pts)).astype(np.float32)

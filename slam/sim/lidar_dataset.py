@@ -21,7 +21,7 @@ that instant, which is also the instant ``slam.lidar_preprocess.deskew`` compens
 KISS-ICP reports. World frame: the LiDAR frame at the end of scan 0, so the first pose is the identity
 (as in KITTI). The ``kitti`` driver converts the poses back to the LiDAR frame with ``Tr``.
 
-The drive is one loop of ``slam.sim.outdoor.VehiclePath`` (about 355 m, 60 s, 600 scans by default) and
+The drive is one loop of ``slam.sim.outdoor.VehiclePath`` (about 355 m, 65 s, 655 scans by default) and
 ends where it started. Everything written is a deterministic function of the parameters; scans are
 generated into a partial folder and renamed into place when complete (``slam.sim.cache``).
 """
@@ -45,7 +45,7 @@ from slam.sim.outdoor import LABELS, OutdoorScene, VehiclePath, build_outdoor_sc
 
 log = logging.getLogger(__name__)
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: inner-street route, denser buildings and street furniture
 SEQUENCE_FILE = "sequence.json"
 MESH_FILE = "gt_mesh.ply"
 SWEEP_INSTANT = "end"

@@ -9,11 +9,15 @@ it so that no gap shows). Each triangle carries a class label (``LABELS``), whic
 knows which returns are ground.
 
 The vehicle path (:class:`VehiclePath`) drives the street centrelines around an L-shaped group of three
-blocks (about 390 m with the default layout, six turns) and comes back to where it started. The polyline
+blocks (about 390 m with the default layout, six turns) and comes back to where it started. The route
+keeps to inner streets, so there are buildings, trees and parked cars on both sides of every street it
+drives (the outer streets border open ground), and it starts halfway along a block, not in a junction. The polyline
 of the streets is smoothed into a curve with continuous curvature, the speed is the cruise speed limited
 by a lateral acceleration in the turns (and smoothed), and the vehicle keeps its wheels on the ground: its
-z axis is the ground normal, its x axis the direction of travel. The LiDAR sits ``height`` metres above
-the ground along that normal; its frame is x forward, y left, z up (KITTI's LiDAR frame).
+z axis is the ground normal, its x axis the direction of travel, up to the sway of the body on its
+suspension (``VehiclePath.body_sway``, a few tenths of a degree of pitch and roll while moving). The LiDAR
+sits ``height`` metres above the ground along the ground normal; its frame is x forward, y left, z up
+(KITTI's LiDAR frame).
 """
 
 from __future__ import annotations
@@ -46,16 +50,17 @@ ROAD_HALF_WIDTH = 4.0  # m from a street's centreline to its kerb
 TEXTURE_RMS = 0.02  # m: height texture of the ground surface (not felt by the vehicle)
 SINK = 0.3  # objects reach this far below the ground
 CLEARANCE = 2.0  # m from the driven curve to any pole, trunk or parked car (the vehicle is 1.8 m wide)
-#: the default loop, as street intersections (i, j): an L around blocks (0, 0), (1, 0) and (0, 1)
-DEFAULT_ROUTE = ((0, 0), (2, 0), (2, 1), (1, 1), (1, 2), (0, 2))
+#: the default loop, as street intersections (i, j): an L around blocks (1, 1), (2, 1) and (1, 2), on inner
+#: streets (built up on both sides); (2, 1) is passed straight through, so the drive starts mid-block
+DEFAULT_ROUTE = ((1, 1), (2, 1), (3, 1), (3, 2), (2, 2), (2, 3), (1, 3))
 ROUTE_SMOOTHING = 10.0  # m: σ of the Gaussian that rounds the route's corners
 PATH_SPACING = 0.1  # m between samples of the curve
 
 
 @dataclass(frozen=True)
 class StreetLayout:
-    blocks_x: int = 4
-    blocks_y: int = 3
+    blocks_x: int = 5
+    blocks_y: int = 4
     block_x: float = 40.0  # block length along x (m)
     block_y: float = 30.0  # along y
     street: float = 14.0  # street width between blocks, sidewalks included
@@ -287,7 +292,7 @@ def _build_block(b: _MeshBuilder, lo: np.ndarray, hi: np.ndarray, rng: np.random
     edges = np.concatenate([[lo[along]], edges, [hi[along]]])
     for side in (0, 1):  # the two long sides of the block: two rows of buildings back to back
         for k in range(lots):
-            if rng.uniform() < 0.15:
+            if rng.uniform() < 0.1:
                 continue  # an empty lot: the street sees into the block
             setback = rng.uniform(0.5, 4.0)
             gap = rng.uniform(0.0, 2.5)
@@ -316,10 +321,22 @@ def _build_block(b: _MeshBuilder, lo: np.ndarray, hi: np.ndarray, rng: np.random
 def _facade_details(
     b: _MeshBuilder, lo: np.ndarray, hi: np.ndarray, height: float, along: int, across: int, side: int, rng
 ) -> None:
-    """Balconies and bays on the street-facing facade of a building (footprint [lo, hi])."""
+    """Balconies and bays on the street-facing facade of a building (footprint [lo, hi]), and the relief of
+    its ground floor: pilasters, porches and shop fronts standing out of the facade every few metres. A
+    64-beam sensor sees a facade only up to about 2 m above itself within 20 m, so it is the ground floor's
+    relief (faces across the street) that tells how far a vehicle has driven along a street of flat walls."""
     face = lo[across] if side == 0 else hi[across]
     outward = -1.0 if side == 0 else 1.0
     ground = float(b.terrain.height(*((lo + hi) / 2)))
+    at = lo[along] + rng.uniform(0.5, 3.0)
+    while at < hi[along] - 0.5:
+        width = rng.uniform(0.4, 3.0)
+        depth = rng.uniform(0.2, 1.0)
+        box_lo, box_hi = np.zeros(2), np.zeros(2)
+        box_lo[along], box_hi[along] = at, min(at + width, hi[along])
+        box_lo[across], box_hi[across] = sorted((face - outward * 0.1, face + outward * depth))
+        b.box_on_ground(box_lo, box_hi, rng.uniform(2.5, min(5.0, height)), "building")
+        at += width + rng.uniform(1.5, 6.0)
     for _ in range(int(rng.integers(1, 5))):
         width = rng.uniform(1.5, 4.0)
         start = rng.uniform(lo[along], max(lo[along], hi[along] - width))
@@ -385,7 +402,7 @@ def _build_street_furniture(
                             corners = pos + size / 2 * np.array([[-1, -1], [1, -1], [1, 1], [-1, 1], [0, 0]])
                             if drive.query(corners)[0].min() > CLEARANCE:
                                 b.box_on_ground(pos - size / 2, pos + size / 2, height, "car")
-                    s += rng.uniform(4.0, 10.0)
+                    s += rng.uniform(3.0, 7.0)
 
 
 def build_outdoor_scene(
@@ -433,6 +450,7 @@ class VehiclePath:
         accel: float = 1.5,
         dwell: float = 1.0,
         height: float = 1.73,
+        sway_deg: float = 0.4,
         route: tuple[tuple[int, int], ...] = DEFAULT_ROUTE,
         smoothing: float = ROUTE_SMOOTHING,
     ) -> None:
@@ -442,6 +460,7 @@ class VehiclePath:
             )
         self.terrain = terrain
         self.height = float(height)
+        self.sway_deg = float(sway_deg)
         self.dwell = float(dwell)
         self.xy, self.s, self.length = route_curve(layout, route, smoothing)
         d1 = (np.roll(self.xy, -1, axis=0) - np.roll(self.xy, 1, axis=0)) / (2 * PATH_SPACING)
@@ -467,6 +486,18 @@ class VehiclePath:
         times = np.asarray(times, dtype=np.float64)
         return np.interp(times, np.append(self.t, self.t_stop), np.append(self.s, self.length))
 
+    def body_sway(self, times: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(pitch, roll) in rad of the body on its suspension at ``times`` (arc lengths ``s``): a few slow
+        oscillations (0.5-2 Hz, about ``sway_deg`` each way) whose amplitude grows with the speed, none at
+        rest. Without it every sweep would draw its ground rings at exactly the same distances from the
+        sensor, which no real vehicle does and which a point-to-point ICP mistakes for standing still."""
+        gain = np.clip(np.interp(s, self.s, self.speed, period=self.length) / 4.0, 0.0, 1.0)
+        gain = np.where((s <= 0.0) | (s >= self.length), 0.0, gain)
+        a = np.deg2rad(self.sway_deg)
+        pitch = a * (0.6 * np.sin(2 * np.pi * 0.7 * times + 0.3) + 0.4 * np.sin(2 * np.pi * 1.9 * times + 2.1))
+        roll = a * (0.6 * np.sin(2 * np.pi * 1.1 * times + 1.2) + 0.4 * np.sin(2 * np.pi * 0.45 * times + 4.0))
+        return gain * pitch, gain * roll
+
     def poses(self, times: np.ndarray) -> np.ndarray:
         """LiDAR-to-world poses (…×4×4) at ``times`` (s)."""
         times = np.asarray(times, dtype=np.float64)
@@ -480,9 +511,18 @@ class VehiclePath:
         forward = heading - np.sum(heading * up, axis=1, keepdims=True) * up
         forward /= np.linalg.norm(forward, axis=1, keepdims=True)
         left = np.cross(up, forward)
+        # the body rocks on its suspension (pitch about the left axis, roll about the forward axis)
+        pitch, roll = self.body_sway(times.ravel(), s)
+        forward, up = forward * np.cos(pitch)[:, None] - up * np.sin(pitch)[:, None], (
+            forward * np.sin(pitch)[:, None] + up * np.cos(pitch)[:, None]
+        )
+        left, up = left * np.cos(roll)[:, None] + up * np.sin(roll)[:, None], (
+            up * np.cos(roll)[:, None] - left * np.sin(roll)[:, None]
+        )
         out = np.tile(np.eye(4), (len(s), 1, 1))
         out[:, :3, 0], out[:, :3, 1], out[:, :3, 2] = forward, left, up
-        out[:, :3, 3] = np.stack([x, y, self.terrain.height(x, y)], axis=1) + self.height * up
+        foot = np.stack([x, y, self.terrain.height(x, y)], axis=1)
+        out[:, :3, 3] = foot + self.height * self.terrain.normal(x, y)
         return out.reshape(*times.shape, 4, 4)
 
 
