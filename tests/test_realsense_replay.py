@@ -15,6 +15,7 @@ pytest.importorskip("pyrealsense2", reason="pyrealsense2 wheels exist for x86_64
 
 from realsense_recording import Intr, Recording, write_recording  # noqa: E402
 from synthetic import box_room, look_at, render_frame  # noqa: E402
+from transport_util import RecordingPublisher  # noqa: E402
 
 from slam.cli import app  # noqa: E402
 from slam.geometry import invert_pose  # noqa: E402
@@ -64,28 +65,6 @@ def test_slam_replay_plays_a_realsense_recording(room_recording, tmp_path: Path)
         assert np.linalg.norm(estimate[:3, 3] - relative[:3, 3]) < 0.01
 
 
-class KeepStatus:
-    endpoint = None
-
-    def __init__(self) -> None:
-        self.statuses: list[dict] = []
-
-    def on_tracked(self, frame, result) -> None:
-        pass
-
-    def publish_mesh(self, **_) -> None:
-        pass
-
-    def publish_status(self, status: dict) -> None:
-        self.statuses.append(json.loads(json.dumps(status)))  # what goes on the wire is JSON
-
-    def stats(self) -> dict:
-        return {}
-
-    def close(self) -> None:
-        pass
-
-
 def test_service_runs_a_recording_and_reports_the_sensor(room_recording, tmp_path: Path) -> None:
     from slam.config import SLAMConfig
     from slam.service.runtime import SLAMService
@@ -101,7 +80,7 @@ def test_service_runs_a_recording_and_reports_the_sensor(room_recording, tmp_pat
                         "control": {"enabled": False}},
         }
     )
-    publisher = KeepStatus()
+    publisher = RecordingPublisher()
     service = SLAMService(cfg, publisher=publisher)
     assert service.mode == "fast" and not service.source.live  # auto would choose fast too: a recording
     result = service.run()

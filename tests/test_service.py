@@ -23,7 +23,7 @@ import pytest
 import torch
 import yaml
 import zmq
-from transport_util import ANY_PORT, wait_subscribed
+from transport_util import ANY_PORT, RecordingPublisher, wait_subscribed
 
 from drivers.base import Source
 from drivers.demo import DemoSource
@@ -33,7 +33,6 @@ from slam.control import ControlClient
 from slam.engine import Engine, TrackingResult
 from slam.eval.trajectory import read_tum
 from slam.persistence import load_session, open_map
-from slam.publishers import tracking_status
 from slam.service.queues import END, HandOff
 from slam.service.runtime import SLAMService
 from slam.service.startup import ServiceError, resolve_mode
@@ -85,32 +84,6 @@ class ListSource(Source):
 
     def __len__(self) -> int:
         return len(self.frames)
-
-
-class RecordingPublisher:
-    """Stands in for ServicePublisher: keeps what the service publishes."""
-
-    endpoint = None
-
-    def __init__(self) -> None:
-        self.poses: list[tuple[float, np.ndarray, str]] = []
-        self.meshes: list[tuple[int, list, bool]] = []
-        self.statuses: list[dict] = []
-
-    def on_tracked(self, frame, result) -> None:
-        self.poses.append((frame.timestamp, result.pose.copy(), tracking_status(result)))
-
-    def publish_mesh(self, *, stamp, seq, blocks, full) -> None:
-        self.meshes.append((seq, blocks, full))
-
-    def publish_status(self, status: dict) -> None:
-        self.statuses.append(json.loads(json.dumps(status)))  # what goes on the wire is JSON
-
-    def stats(self) -> dict:
-        return {}
-
-    def close(self) -> None:
-        pass
 
 
 class GroundTruthTracker:

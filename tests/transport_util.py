@@ -1,10 +1,14 @@
-"""Helpers for the ZeroMQ tests: get past the slow-joiner window before the messages that count."""
+"""Helpers for the ZeroMQ and service tests: get past the slow-joiner window before the messages that count;
+a publisher stand-in that keeps what the service publishes."""
 
 from __future__ import annotations
 
+import json
 import time
 
 import numpy as np
+
+from slam.publishers import tracking_status
 
 WARMUP_FRAME = "warmup"
 ANY_PORT = "tcp://127.0.0.1:*"
@@ -46,3 +50,29 @@ def pose_at(i: int) -> np.ndarray:
     pose[:2, :2] = [[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]]
     pose[:3, 3] = [0.5 * i, -0.25 * i, 1.0]
     return pose
+
+
+class RecordingPublisher:
+    """Stands in for ServicePublisher: keeps what the service publishes."""
+
+    endpoint = None
+
+    def __init__(self) -> None:
+        self.poses: list[tuple[float, np.ndarray, str]] = []
+        self.meshes: list[tuple[int, list, bool]] = []
+        self.statuses: list[dict] = []
+
+    def on_tracked(self, frame, result) -> None:
+        self.poses.append((frame.timestamp, result.pose.copy(), tracking_status(result)))
+
+    def publish_mesh(self, *, stamp, seq, blocks, full) -> None:
+        self.meshes.append((seq, blocks, full))
+
+    def publish_status(self, status: dict) -> None:
+        self.statuses.append(json.loads(json.dumps(status)))  # what goes on the wire is JSON
+
+    def stats(self) -> dict:
+        return {}
+
+    def close(self) -> None:
+        pass
