@@ -325,3 +325,13 @@ def test_ray_normals_of_a_tilted_plane_and_edges() -> None:
     n = normals_at(depth, pv, pu, fx, fy, cx, cy)
     expected = np.array([-0.5, 0.0, 1.0]) / np.linalg.norm([-0.5, 0.0, 1.0])
     assert np.allclose(np.abs(n @ expected), 1.0, atol=1e-4)
+
+
+def test_depth_weights_follow_the_sensor_noise_model() -> None:
+    points = np.array([[0.0, 0.0, 1.0], [0.5, 0.2, 2.0], [0.0, 0.0, 3.5]])
+    weights = Tracker(NeuralSDFMap(NeuralMapConfig(device="cpu")), TrackerConfig(depth_weight_power=1)).depth_weights(points)
+    assert weights[0] == pytest.approx(1.0) and weights[0] > weights[1] > weights[2]
+    # power 1 is sigma(1 m) / sigma(z): 1.2 + 1.9 * 0.36 mm at 1 m against 1.2 + 1.9 * 9.61 mm at 3.5 m
+    assert weights[2] == pytest.approx((0.0012 + 0.0019 * 0.36) / (0.0012 + 0.0019 * 9.61))
+    unweighted = Tracker(NeuralSDFMap(NeuralMapConfig(device="cpu")), TrackerConfig(depth_weight_power=0))
+    assert unweighted.depth_weights(points) is None
