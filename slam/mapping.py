@@ -36,6 +36,7 @@ from slam.geometry import rotation_angle
 from slam.lidar import LidarFrontend
 from slam.neural_map import NeuralSDFMap
 from slam.optim import RowAdam
+from slam.voxel_grid import grow_rows
 
 
 class MapperConfig(BaseModel):
@@ -239,7 +240,7 @@ class Mapper:
         self._sync_embedding_optimizer()
 
     def _sync_embedding_optimizer(self) -> None:
-        """RowAdam keeps per-row moments; pad them when the embeddings grew (new rows start at 0)."""
+        """RowAdam keeps per-row moments; grow them when the embeddings grew (new rows start at 0)."""
         params = self.map.embedding_parameters()
         if self._emb_opt is None:
             if self.map.sparse_embeddings:
@@ -247,23 +248,21 @@ class Mapper:
             else:  # a dense encoding (hash grid) of fixed size
                 self._emb_opt = torch.optim.Adam(params, lr=self.cfg.lr_embeddings)
             return
-        old_group = self._emb_opt.param_groups[0]["params"]
-        if all(a is b for a, b in zip(old_group, params)):
+        if not isinstance(self._emb_opt, RowAdam):
             return
-        new_state = {}
+        old_group = list(self._emb_opt.param_groups[0]["params"])
         for old, new in zip(old_group, params):
+            if old is new:
+                continue
             st = self._emb_opt.state.get(old)
             if st:
-                extra = new.shape[0] - old.shape[0]
-                pad = torch.zeros(extra, new.shape[1], dtype=new.dtype, device=new.device)
-                new_state[new] = {
+                # grow_rows: the moments grow geometrically like the embeddings, new rows start at 0
+                st = {
                     "step": st["step"],
-                    "exp_avg": torch.cat([st["exp_avg"], pad]),
-                    "exp_avg_sq": torch.cat([st["exp_avg_sq"], pad]),
+                    "exp_avg": grow_rows(st["exp_avg"], new.shape[0]),
+                    "exp_avg_sq": grow_rows(st["exp_avg_sq"], new.shape[0]),
                 }
-        self._emb_opt = RowAdam(params, lr=self.cfg.lr_embeddings)
-        for p, st in new_state.items():
-            self._emb_opt.state[p] = st
+            self._emb_opt.follow(old, new, st or None)
 
     # -- one optimizer step --------------------------------------------------------------------
     def _current_rays(self) -> int:

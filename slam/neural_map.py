@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from slam.voxel_grid import SparseVoxelGrid, pack_keys, unpack_keys
+from slam.voxel_grid import SparseVoxelGrid, grow_rows, pack_keys, unpack_keys
 
 
 class NeuralMapConfig(BaseModel):
@@ -157,14 +157,21 @@ class NeuralSDFMap(nn.Module):
         return added_finest
 
     def _grow(self, level: int, rows: int) -> None:
+        """Embedding rows (and hit counts) for ``rows`` corners. The embeddings grow geometrically
+        (``grow_rows``): existing rows are not copied on every allocation. The new Parameter shares the
+        old one's buffer while it has room, so an optimizer must follow the new Parameter
+        (``Mapper._sync_embedding_optimizer``)."""
         if level == 0 and rows > self.hits.shape[0]:
-            self.hits = torch.cat([self.hits, torch.zeros(rows - self.hits.shape[0], dtype=torch.int32, device=self.device_)])
+            self.hits = grow_rows(self.hits, rows)
         emb = self.embeddings[level]
-        extra = rows - emb.shape[0]
+        old = emb.shape[0]
+        extra = rows - old
         if extra <= 0:
             return
         fresh = torch.randn(extra, emb.shape[1], device=self.device_) * self.cfg.init_std
-        self.embeddings[level] = nn.Parameter(torch.cat([emb.data, fresh]))
+        data = grow_rows(emb.data, rows)
+        data[old:] = fresh
+        self.embeddings[level] = nn.Parameter(data)
 
     # -- queries -------------------------------------------------------------------------------
     def features(
@@ -258,11 +265,7 @@ class NeuralSDFMap(nn.Module):
 
     def map_bytes(self) -> int:
         params = sum(p.numel() * p.element_size() for p in self.parameters())
-        index = sum(
-            t.numel() * t.element_size()
-            for g in self.grids
-            for t in (g.block_keys, g.block_tables, g.corner_keys, g.corner_rows)
-        )
+        index = sum(g.index_bytes() for g in self.grids)
         return int(params + index)
 
     def allocated_blocks(self, level: int = 0) -> torch.Tensor:

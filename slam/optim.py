@@ -4,8 +4,13 @@ The same update as ``torch.optim.SparseAdam`` (moments and the step of a row cha
 gradient touches that row; bias correction by the optimizer's step count), computed differently:
 SparseAdam coalesces the sparse gradient (a sort over every (row, column) entry, then ``sparse_mask``
 gathers) and was the largest single cost of a mapping step on the CPU. Here the touched rows are found
-once with a row mask, their gradients summed with ``index_put_(accumulate=True)``, and the moments read
-and written with ``index_select`` / ``index_copy_`` (plain ``tensor[rows]`` is many times slower on CPU).
+once (a row mask while the table is small against the gradient, a sort of the gradient's indices once it
+is not, so a step costs no more than the rows it touches however large the map grows), their gradients
+summed with ``index_put_(accumulate=True)``, and the moments and parameters read and written with
+``index_select`` / ``index_copy_`` (plain ``tensor[rows]`` and ``index_add_`` are many times slower on CPU).
+
+The moments of a parameter may be given before its first step (``RowAdam.follow``), e.g. to carry them
+over when an embedding table grows into a new Parameter; they can be views into larger buffers.
 """
 
 from __future__ import annotations
@@ -56,7 +61,27 @@ class RowAdam(torch.optim.Optimizer):
                 state["exp_avg_sq"].index_copy_(0, rows, v)
                 bias1 = 1 - beta1 ** state["step"]
                 bias2 = 1 - beta2 ** state["step"]
-                p.index_add_(0, rows, m.div_(v.sqrt_().add_(group["eps"])), alpha=-group["lr"] * math.sqrt(bias2) / bias1)
+                # rows are unique: a gather, add and scatter gives index_add_'s result several times faster
+                update = m.div_(v.sqrt_().add_(group["eps"]))
+                p.index_copy_(0, rows, p.index_select(0, rows).add_(update, alpha=-group["lr"] * math.sqrt(bias2) / bias1))
+
+    def follow(self, old: torch.Tensor, new: torch.Tensor, state: dict | None = None) -> None:
+        """Replace parameter ``old`` by ``new`` (a grown copy of it) in place, with ``state`` as its state
+        (default: ``old``'s, unchanged)."""
+        for group in self.param_groups:
+            for i, p in enumerate(group["params"]):
+                if p is old:
+                    group["params"][i] = new
+                    st = self.state.pop(old, None)
+                    st = state if state is not None else st
+                    if st:
+                        self.state[new] = st
+                    return
+        raise KeyError("follow: the old tensor is not a parameter of this optimizer")
+
+
+# above this many table rows per gradient entry, sorting the entries beats a mask over the table (CPU)
+_MASK_ROWS_PER_ENTRY = 10
 
 
 def _rows_and_summed_gradient(grad: torch.Tensor, n_rows: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -66,6 +91,12 @@ def _rows_and_summed_gradient(grad: torch.Tensor, n_rows: int) -> tuple[torch.Te
     a touched-row mask replaces unique's sort, and ``index_put_(accumulate=True)`` sums the values.
     """
     idx, values = grad._indices()[0], grad._values()
+    if n_rows > _MASK_ROWS_PER_ENTRY * idx.numel():
+        # a large table: the mask and its nonzero scan would cost O(n_rows); sort the indices instead
+        rows, inverse = torch.unique(idx, sorted=True, return_inverse=True)
+        summed = torch.zeros(rows.numel(), values.shape[1], dtype=values.dtype, device=values.device)
+        summed.index_put_((inverse,), values, accumulate=True)
+        return rows, summed
     touched = torch.zeros(n_rows, dtype=torch.bool, device=idx.device).index_fill_(0, idx, True)
     rows = touched.nonzero().squeeze(1)
     position = torch.empty(n_rows, dtype=torch.int64, device=idx.device)

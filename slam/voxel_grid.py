@@ -7,16 +7,56 @@ table. Corners on block faces are shared with the neighbour block through the sa
 the interpolated field is continuous across blocks.
 
 Allocation (new blocks and corners) is the slow path: it runs when the mapper sees new space, not per
-query. Coordinates are packed into int64 keys: 21 bits per axis, about ±10⁶ voxels.
+query. Its cost must not grow with the map faster than a copy of the sorted key arrays: block tables are
+stored in allocation order in a buffer that grows geometrically (the sorted block keys carry each block's
+slot in it), and new keys are merged into the sorted arrays by their ``searchsorted`` positions rather than
+by sorting everything again. Coordinates are packed into int64 keys: 21 bits per axis, about ±10⁶ voxels.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 
 _BITS = 21
 _OFFSET = 1 << (_BITS - 1)
 _MASK = (1 << _BITS) - 1
+
+
+def grow_rows(t: torch.Tensor, n: int, growth: float = 1.5) -> torch.Tensor:
+    """``t`` with ``n`` ≥ len(t) rows: its rows first, then zeros. Amortised O(new rows): the result is a
+    view into a buffer with spare rows; while ``t`` is such a view with room left, its buffer is reused
+    (no copy of the existing rows), otherwise the rows move once into a buffer ``growth`` times larger.
+    The rows past ``n`` of a reused buffer are not part of the result and may be overwritten later."""
+    old = t.shape[0]
+    if n <= old:
+        return t
+    t = t.detach()
+    row = math.prod(t.shape[1:])
+    capacity = t.untyped_storage().nbytes() // max(row * t.element_size(), 1)
+    if t.is_contiguous() and t.storage_offset() == 0 and capacity >= n and row > 0:
+        out = t.new_empty(0).set_(t.untyped_storage(), 0, (n, *t.shape[1:]))
+    else:
+        buffer = t.new_empty((max(n, int(old * growth) + 64), *t.shape[1:]))
+        buffer[:old] = t
+        out = buffer[:n]
+    out[old:].zero_()
+    return out
+
+
+def merge_sorted(keys: torch.Tensor, new: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Merge sorted unique keys ``new`` (none of them in ``keys``) into sorted ``keys``: the merged keys
+    and, for each merged entry, where it came from (< len(keys): that old index; else len(keys) + index
+    into ``new``). O(len(keys) + len(new)·log): the same result as an argsort of the concatenation."""
+    n_old, n_new = keys.numel(), new.numel()
+    at_new = torch.searchsorted(keys, new) + torch.arange(n_new, device=keys.device)
+    is_new = torch.zeros(n_old + n_new, dtype=torch.bool, device=keys.device)
+    is_new[at_new] = True
+    source = torch.empty(n_old + n_new, dtype=torch.int64, device=keys.device)
+    source[at_new] = torch.arange(n_old, n_old + n_new, device=keys.device)
+    source[~is_new] = torch.arange(n_old, device=keys.device)
+    return torch.cat([keys, new]).index_select(0, source), source
 
 
 def pack_keys(ijk: torch.Tensor) -> torch.Tensor:
@@ -44,7 +84,9 @@ class SparseVoxelGrid:
         self.block = int(block)
         self.device = torch.device(device)
         self.block_keys = torch.empty(0, dtype=torch.int64, device=self.device)  # sorted
-        self.block_tables = torch.empty(0, *(self.block + 1,) * 3, dtype=torch.int64, device=self.device)
+        # the table of block_keys[i] is _tables[_block_slot[i]]; _tables is in allocation order (append only)
+        self._block_slot = torch.empty(0, dtype=torch.int64, device=self.device)
+        self._tables = torch.empty(0, *(self.block + 1,) * 3, dtype=torch.int64, device=self.device)
         self.corner_keys = torch.empty(0, dtype=torch.int64, device=self.device)  # sorted
         self.corner_rows = torch.empty(0, dtype=torch.int64, device=self.device)  # row of each sorted key
         self.num_corners = 0
@@ -76,12 +118,13 @@ class SparseVoxelGrid:
         keys = pack_keys(block)
         pos = torch.searchsorted(self.block_keys, keys).clamp_max(self.block_keys.numel() - 1)
         hit = self.block_keys.index_select(0, pos) == keys
+        slot = self._block_slot.index_select(0, pos)
         n = self.block + 1
         # one flat gather: table entry of corner c = base + (cx·n² + cy·n + cz); index_select is several
         # times faster than advanced indexing on CPU
-        base = pos * n**3 + (local * torch.tensor([n * n, n, 1], device=voxels.device)).sum(dim=1)
+        base = slot * n**3 + (local * torch.tensor([n * n, n, 1], device=voxels.device)).sum(dim=1)
         idx = base[:, None] + self._corner_offsets(n, voxels.device)[None, :]
-        table = self.block_tables.view(-1).index_select(0, idx.reshape(-1)).view(-1, 8)
+        table = self._tables.view(-1).index_select(0, idx.reshape(-1)).view(-1, 8)
         return torch.where(hit[:, None], table, rows)
 
     _offsets_cache: dict = {}
@@ -117,9 +160,10 @@ class SparseVoxelGrid:
         added = self._add_corners(unpack_keys(torch.unique(pack_keys(corners))))
         blocks = torch.div(voxels, self.block, rounding_mode="floor")
         self._add_blocks(torch.unique(pack_keys(blocks)))
-        pos = torch.searchsorted(self.block_keys, pack_keys(blocks)).repeat_interleave(8)
+        pos = torch.searchsorted(self.block_keys, pack_keys(blocks))
+        slot = self._block_slot.index_select(0, pos).repeat_interleave(8)
         local = corners - blocks.repeat_interleave(8, dim=0) * self.block
-        self.block_tables[pos, local[:, 0], local[:, 1], local[:, 2]] = self.corner_row(corners)
+        self._tables[slot, local[:, 0], local[:, 1], local[:, 2]] = self.corner_row(corners)
         return added
 
     def _complete(self, voxels: torch.Tensor) -> torch.Tensor:
@@ -135,11 +179,10 @@ class SparseVoxelGrid:
             new = keys
         if new.numel() == 0:
             return 0
+        new = torch.unique(new)  # sorted (the caller's keys usually are already)
         rows = torch.arange(self.num_corners, self.num_corners + new.numel(), device=self.device)
-        all_keys = torch.cat([self.corner_keys, new])
-        all_rows = torch.cat([self.corner_rows, rows])
-        order = torch.argsort(all_keys)
-        self.corner_keys, self.corner_rows = all_keys[order], all_rows[order]
+        self.corner_keys, source = merge_sorted(self.corner_keys, new)
+        self.corner_rows = torch.cat([self.corner_rows, rows]).index_select(0, source)
         self.num_corners += int(new.numel())
         return int(new.numel())
 
@@ -158,12 +201,23 @@ class SparseVoxelGrid:
             keys = keys[self.block_keys.index_select(0, pos) != keys]
         if keys.numel() == 0:
             return
-        n = self.block + 1
-        tables = torch.full((keys.numel(), n, n, n), -1, dtype=torch.int64, device=self.device)
-        all_keys = torch.cat([self.block_keys, keys])
-        order = torch.argsort(all_keys)
-        self.block_keys = all_keys[order]
-        self.block_tables = torch.cat([self.block_tables, tables])[order]
+        keys = torch.unique(keys)
+        first = self.block_keys.numel()
+        self._tables = grow_rows(self._tables, first + keys.numel())
+        self._tables[first:].fill_(-1)
+        slots = torch.arange(first, first + keys.numel(), device=self.device)
+        self.block_keys, source = merge_sorted(self.block_keys, keys)
+        self._block_slot = torch.cat([self._block_slot, slots]).index_select(0, source)
+
+    @property
+    def block_tables(self) -> torch.Tensor:
+        """Each block's (block + 1)³ corner rows, in the order of ``block_keys`` (a copy)."""
+        return self._tables.index_select(0, self._block_slot)
+
+    def index_bytes(self) -> int:
+        """Bytes of the index (block keys and tables, corner keys and rows) as stored."""
+        tensors = (self.block_keys, self._block_slot, self._tables, self.corner_keys, self.corner_rows)
+        return int(sum(t.numel() * t.element_size() for t in tensors))
 
     @property
     def num_blocks(self) -> int:
@@ -187,6 +241,8 @@ class SparseVoxelGrid:
     def load_state_dict(self, state: dict) -> None:
         self.voxel_size = float(state["voxel_size"])
         self.block = int(state["block"])
-        for name in ("block_keys", "block_tables", "corner_keys", "corner_rows"):
+        for name in ("block_keys", "corner_keys", "corner_rows"):
             setattr(self, name, state[name].to(self.device))
+        self._tables = state["block_tables"].to(self.device)
+        self._block_slot = torch.arange(self.block_keys.numel(), dtype=torch.int64, device=self.device)
         self.num_corners = int(state["num_corners"])

@@ -40,3 +40,39 @@ def test_row_adam_rejects_dense_gradients():
     table.sum().backward()
     with pytest.raises(ValueError, match="sparse gradients"):
         opt.step()
+
+
+def test_row_adam_sort_path_equals_mask_path(monkeypatch: pytest.MonkeyPatch):
+    """Large tables find the touched rows by sorting the gradient's indices: the same update bit for bit."""
+    import slam.optim as optim
+
+    monkeypatch.setattr(optim, "_MASK_ROWS_PER_ENTRY", 10**9)
+    masked, _ = _run(RowAdam, 10)
+    monkeypatch.setattr(optim, "_MASK_ROWS_PER_ENTRY", 0)
+    sorted_, _ = _run(RowAdam, 10)
+    assert torch.equal(masked, sorted_)
+
+
+def test_row_adam_follows_a_grown_parameter():
+    """``follow`` hands a parameter's moments to its grown replacement: the same steps as without growth."""
+    from slam.voxel_grid import grow_rows
+
+    gen = torch.Generator().manual_seed(1)
+    plain = torch.nn.Parameter(torch.randn(40, 4, generator=gen))
+    grown = torch.nn.Parameter(plain.detach()[:30].clone())
+    opt_plain, opt_grown = RowAdam([plain], lr=1e-2), RowAdam([grown], lr=1e-2)
+    for step in range(6):
+        if step == 3:  # grow the second table to the first one's rows, moments padded with zeros
+            data = grow_rows(grown.detach(), 40)
+            data[30:] = plain.detach()[30:]
+            new = torch.nn.Parameter(data)
+            st = opt_grown.state[grown]
+            opt_grown.follow(grown, new, {"step": st["step"], "exp_avg": grow_rows(st["exp_avg"], 40),
+                                          "exp_avg_sq": grow_rows(st["exp_avg_sq"], 40)})
+            grown = new
+        idx = torch.randint(0, 30, (50,), generator=gen)
+        for p, opt in ((plain, opt_plain), (grown, opt_grown)):
+            opt.zero_grad(set_to_none=True)
+            F.embedding(idx, p, sparse=True).pow(2).sum().backward()
+            opt.step()
+    assert torch.equal(plain.detach(), grown.detach())

@@ -274,3 +274,44 @@ def test_reallocating_mapped_voxels_is_a_no_op_and_new_ones_still_get_corners():
     assert grid.allocate_voxels(torch.tensor([[0, 0, 0], [1, 0, 0]])) == 4  # only the new voxel's far face
     rows, _, found = grid.locate(torch.tensor([[0.15, 0.05, 0.05]]))
     assert found.all() and (rows >= 0).all()
+
+
+def test_grow_rows_keeps_rows_zeroes_new_ones_and_reuses_its_buffer() -> None:
+    from slam.voxel_grid import grow_rows
+
+    t = torch.arange(12, dtype=torch.float32).view(4, 3)
+    a = grow_rows(t, 6)
+    assert a.shape == (6, 3) and torch.equal(a[:4], t) and not a[4:].any()
+    a[4:] = 7.0
+    b = grow_rows(a, 7)  # room left in a's buffer: no copy
+    assert b.data_ptr() == a.data_ptr() and torch.equal(b[:6], a) and not b[6:].any()
+    assert grow_rows(b, 3) is b
+
+
+def test_merge_sorted_equals_a_sort_of_the_concatenation() -> None:
+    from slam.voxel_grid import merge_sorted
+
+    gen = torch.Generator().manual_seed(0)
+    keys = torch.randperm(1000, generator=gen)
+    old, new = torch.sort(keys[:600]).values, torch.sort(keys[600:]).values
+    merged, source = merge_sorted(old, new)
+    assert torch.equal(merged, torch.sort(keys).values)
+    assert torch.equal(torch.cat([old, new])[source], merged)
+    merged, source = merge_sorted(torch.empty(0, dtype=torch.int64), new)
+    assert torch.equal(merged, new) and torch.equal(source, torch.arange(new.numel()))
+
+
+def test_block_tables_follow_the_sorted_block_keys_after_many_allocations() -> None:
+    """Tables live in allocation order; ``block_tables`` (and lookups) follow the sorted keys."""
+    grid = SparseVoxelGrid(1.0, block=4)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(5):
+        grid.allocate_voxels(torch.randint(-40, 40, (50, 3), generator=gen))
+    tables = grid.block_tables
+    assert tables.shape[0] == grid.num_blocks
+    origins = unpack_keys(grid.block_keys) * grid.block
+    for i in range(0, grid.num_blocks, 7):  # a table's allocated entries are its block's corners
+        local = (tables[i] >= 0).nonzero()
+        if local.numel():
+            rows = grid.corner_row(origins[i][None] + local)
+            assert torch.equal(rows, tables[i][tables[i] >= 0])
