@@ -173,6 +173,15 @@ def _print_summary(result) -> None:
                 f"{s['mesh_completion_ratio'] * 100:.1f} % < 5 cm",
             )
         )
+    ev = s.get("events") or {}
+    if ev.get("frames_with_events"):
+        rows.append(
+            (
+                "events",
+                f"{ev['events']:,} in {ev['frames_event_aided']} of {ev['frames_with_events']} frames with events, "
+                f"event term {ev['event_term_s']:.2f} s",
+            )
+        )
     for row in rows:
         table.add_row(*row)
     console.print(table)

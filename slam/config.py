@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from drivers.events.sync import EventCameraConfig
 from slam.baseline import BaselineConfig
+from slam.event_tracking import EventTrackingConfig
 from slam.lidar import LidarConfig
 from slam.mapping import MapperConfig
 from slam.neural_map import NeuralMapConfig
@@ -57,12 +58,23 @@ class OutputConfig(StrictModel):
     progress: bool = Field(True, description="show a progress bar on long runs")
 
 
+class EventsConfig(EventCameraConfig):
+    """The event camera (its recording, calibration and clock: ``drivers.events.sync``) and how tracking
+    uses its events (``slam.event_tracking``)."""
+
+    tracking: EventTrackingConfig = Field(
+        default_factory=EventTrackingConfig,
+        description="the event term of tracking: used whenever frames carry events (enabled), else depth alone",
+    )
+
+
 class SLAMConfig(StrictModel):
     """Everything one run needs. `slam config dump` prints the defaults."""
 
     source: SourceConfig = Field(default_factory=SourceConfig, description="where frames come from")
-    events: EventCameraConfig = Field(
-        default_factory=EventCameraConfig, description="an event camera beside the RGB-D camera (none by default)"
+    events: EventsConfig = Field(
+        default_factory=EventsConfig,
+        description="an event camera beside the RGB-D camera (none by default) and the event term of tracking",
     )
     pipeline: Literal["neural", "baseline"] = Field(
         "neural", description="neural: SDF map + tracker + mapper; baseline: Open3D odometry + TSDF fusion"

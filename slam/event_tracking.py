@@ -23,7 +23,11 @@ keeps translation close to constant velocity). The last window predicts the next
 from that prediction and, to guard against a bad one, also from plain constant velocity, keeping the
 fit with more inliers; the events' orientation enters the depth term's normal equations as a prior
 (``Tracker.extra_term``) weighted by the windows' information (covariances added up, translation
-marginalised out) against the depth term's residual scale. While the depth term reports frames lost
+marginalised out) against the depth term's residual scale. A window's information counts its independent
+observations only (``decorrelate``): the smoothing correlates residuals within a few ``smoothing_px``,
+so its thousands of points hold about image area / (4π smoothing_px²) independent ones; counted as
+independent they made the prior some 30 times too confident, pulling the depth term's orientation to
+the events' where the depth alone was as good. While the depth term reports frames lost
 (e.g. too little fitted map in view), the events carry the pose from keyframe to keyframe.
 
 The keyframe's colour is deblurred with the events inside its exposure when the exposure is known
@@ -53,8 +57,16 @@ LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
 class EventTrackingConfig(BaseModel):
+    """The event term's settings (config section ``events.tracking``)."""
+
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
+    enabled: bool = Field(
+        True,
+        description="track with the events whenever frames carry them (an RGB-D source with events.path, or "
+        "the demo with source.options.events: true); frames without events are tracked from depth alone "
+        "exactly as with false",
+    )
     contrast_threshold: float = Field(0.2, gt=0, description="the sensor's contrast threshold C (log units)")
     window_s: float = Field(1.0 / 240.0, gt=0, description="duration of one event window (s)")
     min_events: int = Field(50, ge=1, description="windows with fewer events are merged into the next")
@@ -69,8 +81,8 @@ class EventTrackingConfig(BaseModel):
     robust_scale: float = Field(0.1, gt=0, description="Geman-McClure scale of the event residual (log units)")
     reweight: int = Field(3, ge=1, description="robust re-weightings per window")
     damping: float = Field(1e-3, ge=0, description="Levenberg-Marquardt damping (relative to the trace)")
-    depth_min: float = Field(0.1, ge=0)
-    depth_max: float = Field(4.0, gt=0)
+    depth_min: float = Field(0.1, ge=0, description="keyframe points need depth above this (m)")
+    depth_max: float = Field(4.0, gt=0, description="keyframe points need depth below this (m)")
     prior_weight: float = Field(
         1.0, ge=0, description="weight of the events' pose prior against the depth term; 0 = initial guess only"
     )
@@ -85,6 +97,12 @@ class EventTrackingConfig(BaseModel):
         "deblurred with the events inside it (event-based double integral); 0 = used as is",
     )
     deblur_samples: int = Field(8, ge=2, description="time samples of the exposure for deblurring")
+    decorrelate: bool = Field(
+        True,
+        description="weigh the events' prior in the depth term by the independent observations a window "
+        "holds: the smoothing correlates neighbouring residuals, so each window's information is scaled by "
+        "N_eff / N, N_eff = image area / (4π smoothing_px²); false = every point independent",
+    )
     motion_sigma_trans: float = Field(
         0.001, gt=0, description="how far the motion departs from constant velocity, translation (m / √s)"
     )
@@ -270,10 +288,11 @@ class EventOdometry:
         return np.concatenate([a_v, a_w], axis=1), e, inside
 
     def solve(
-        self, a: np.ndarray, e: np.ndarray, prior: np.ndarray | None = None
+        self, a: np.ndarray, e: np.ndarray, prior: np.ndarray | None = None, data_scale: float = 1.0
     ) -> tuple[np.ndarray, np.ndarray, float]:
         """Robust least squares of r = e + A ξ with an optional prior information on ξ (towards 0):
-        (ξ, information AᵀWA / σ² + prior, residual RMS). σ² is the weighted residual variance."""
+        (ξ, information s · AᵀWA / σ² + prior, residual RMS). σ² is the weighted residual variance and
+        s = ``data_scale`` the share of the rows that count as independent observations."""
         cfg = self.cfg
         xi = np.zeros(6)
         s2 = cfg.robust_scale**2
@@ -283,16 +302,26 @@ class EventOdometry:
         for _ in range(cfg.reweight):
             r = e + a @ xi
             w = (s2 / (s2 + r * r)) ** 2
-            sigma2 = max(float((w * r * r).sum() / max(w.sum(), 1e-9)), 1e-8)
+            sigma2 = max(float((w * r * r).sum() / max(w.sum(), 1e-9)), 1e-8) / data_scale
             h = (a * w[:, None]).T @ a / sigma2 + prior
             h = h + cfg.damping * np.eye(6) * max(float(np.trace(h)) / 6, 1e-12)
             try:
                 xi = -np.linalg.solve(h, (a * w[:, None]).T @ e / sigma2)
             except np.linalg.LinAlgError:
                 return np.zeros(6), np.zeros((6, 6)), float("nan")
-        r = e + a @ xi
         h = (a * w[:, None]).T @ a / sigma2 + prior
-        return xi, h, float(np.sqrt(sigma2))
+        return xi, h, float(np.sqrt(sigma2 * data_scale))
+
+    def independent_share(self, rows: int, intr: CameraIntrinsics) -> float:
+        """The share of a window's ``rows`` residuals that count as independent: the event image and the
+        keyframe are smoothed with a Gaussian of σ = ``smoothing_px``, which correlates residuals closer
+        than a few σ; smoothed white noise has about one independent value per 4πσ² px², so an image of
+        A px² holds N_eff = A / (4πσ²) of them (1 with ``decorrelate`` off or no smoothing)."""
+        sigma = self.cfg.smoothing_px
+        if not self.cfg.decorrelate or sigma <= 0 or rows <= 0:
+            return 1.0
+        n_eff = intr.width * intr.height / (4.0 * np.pi * sigma * sigma)
+        return float(min(1.0, n_eff / rows))
 
     def propagate(
         self,
@@ -365,6 +394,11 @@ class EventOdometry:
             xi_c, info_c, rms = self.solve(a @ m, e, prior)
             if not np.all(np.isfinite(xi_c)) or not np.all(np.isfinite(info_c)):
                 continue
+            if prior is not None:  # what the window adds to the depth term: its events' share, decorrelated
+                share = self.independent_share(a.shape[0], intr)
+                info_c = (info_c - prior) * share + prior
+            else:
+                info_c = info_c * self.independent_share(a.shape[0], intr)
             m_inv = np.linalg.inv(m)
             xi, info = m @ xi_c, m_inv.T @ info_c @ m_inv
             pose = se3_exp(xi_cv + xi) @ pose
@@ -400,8 +434,6 @@ class EventAidedTracker(Tracker):
     with constant velocity, and the events' orientation is a prior in the depth term. Frames without
     events are tracked exactly as by :class:`Tracker`."""
 
-    name = "neural-sdf-gauss-newton+events"
-
     def __init__(
         self,
         neural_map: NeuralSDFMap,
@@ -417,7 +449,33 @@ class EventAidedTracker(Tracker):
         self._prediction: Propagation | None = None
         self.extra_term = None
         self.chose_velocity = 0  # frames where the constant-velocity registration fitted better
+        self.frames_with_events = 0  # RGB-D frames that carried at least one event
+        self.frames_event_aided = 0  # of which the event term predicted the pose
+        self.event_windows = 0
+        self.uncalibrated = 0  # frames whose events had no intrinsics (not usable)
         self._warned_extrinsics = False
+        self._warned_intrinsics = False
+
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        """The depth tracker's name until events were used, then with ``+events``: a run's stats say which
+        path tracked it (frames without events go exactly the depth tracker's way)."""
+        return f"{Tracker.name}+events" if self.frames_event_aided else Tracker.name
+
+    def event_stats(self) -> dict:
+        """What the event term did so far (a run's stats.json ``events`` block)."""
+        odo = self.odometry
+        return {
+            "frames_with_events": self.frames_with_events,
+            "frames_event_aided": self.frames_event_aided,
+            "frames_uncalibrated": self.uncalibrated,
+            "events": odo.events_processed,
+            "windows": self.event_windows,
+            "event_term_s": round(odo.seconds, 4),
+            "event_term_cpu_s": round(odo.cpu_seconds, 4),
+            "event_term_events_per_s": round(odo.events_processed / odo.seconds) if odo.seconds > 0 else None,
+            "chose_velocity": self.chose_velocity,
+        }
 
     def predict(self) -> np.ndarray:
         if self._prediction is not None:
@@ -478,7 +536,14 @@ class EventAidedTracker(Tracker):
     def track(self, frame: Frame) -> TrackingResult:
         self._prediction = None
         self.extra_term = None
-        events = getattr(frame, "events", None)
+        events = getattr(frame, "events", None) if self.event_cfg.enabled else None
+        if isinstance(frame, RGBDFrame) and events is not None and len(events) > 0:
+            self.frames_with_events += 1
+            if events.intrinsics is None:
+                self.uncalibrated += 1
+                if not self._warned_intrinsics:
+                    log.warning("events without the event camera's intrinsics (events.fx ...): not used")
+                    self._warned_intrinsics = True
         if (
             isinstance(frame, RGBDFrame)
             and events is not None
@@ -498,6 +563,8 @@ class EventAidedTracker(Tracker):
             )
             if prop is not None:
                 self._prediction = prop
+                self.frames_event_aided += 1
+                self.event_windows += len(prop.windows)
                 if self.lost_streak > 0:
                     # while the depth term is lost the events carry the pose: re-localise from their pose
                     # (a lost frame's pose is the prediction, i.e. theirs, too)

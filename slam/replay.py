@@ -21,10 +21,11 @@ from typing import Any
 
 import numpy as np
 
-from drivers.base import Source, open_source
+from drivers.base import Source, SourceError, open_source
 from slam.baseline import Open3DOdometryTracker, TSDFMapper
 from slam.config import SLAMConfig, torch_threads
 from slam.engine import Engine, TrackingResult
+from slam.event_tracking import EventAidedTracker
 from slam.frames import Frame, LidarScan, RGBDFrame
 from slam.lidar import LidarFrontend
 from slam.mapping import Mapper
@@ -63,8 +64,27 @@ class RunResult:
 
 
 def open_configured_source(cfg: SLAMConfig) -> Source:
+    """The configured driver; with ``events.path`` set, its RGB-D frames carry that recording's events."""
     s = cfg.source
-    return open_source(s.kind, s.path, first=s.first, last=s.last, stride=s.stride, **s.options)
+    source = open_source(s.kind, s.path, first=s.first, last=s.last, stride=s.stride, **s.options)
+    if cfg.events.path is not None:
+        from drivers.events.reader import EventFileError
+        from drivers.events.sync import EventSyncedSource
+
+        try:
+            if source.sensor != "rgbd":
+                raise SourceError(
+                    f"events.path is set but source {s.kind!r} yields {source.sensor} data: events are attached "
+                    "to RGB-D frames"
+                )
+            source = EventSyncedSource(source, cfg.events)
+        except EventFileError as exc:
+            source.close()
+            raise SourceError(f"events.path: {exc}") from exc
+        except BaseException:
+            source.close()
+            raise
+    return source
 
 
 def build_engine(cfg: SLAMConfig, neural_map: NeuralSDFMap | None = None, with_mapper: bool = True) -> Engine:
@@ -85,7 +105,14 @@ def build_engine(cfg: SLAMConfig, neural_map: NeuralSDFMap | None = None, with_m
     # preprocesses scans and turns them into points and rays (slam/lidar.py)
     lidar = LidarFrontend(cfg.lidar)
     mapper = Mapper(neural_map, cfg.mapper, seed=cfg.seed, lidar=lidar) if with_mapper else None
-    return Engine(Tracker(neural_map, cfg.tracker, seed=cfg.seed, lidar=lidar), mapper)
+    if cfg.events.tracking.enabled:
+        # the depth tracker plus the event term; frames without events take the depth tracker's path exactly
+        tracker: Tracker = EventAidedTracker(
+            neural_map, cfg.tracker, seed=cfg.seed, lidar=lidar, events=cfg.events.tracking
+        )
+    else:
+        tracker = Tracker(neural_map, cfg.tracker, seed=cfg.seed, lidar=lidar)
+    return Engine(tracker, mapper)
 
 
 def peak_rss_mb() -> float:
@@ -307,6 +334,9 @@ def _stats(cfg: SLAMConfig, source: Source, engine: Engine, rec: TrajectoryRecor
         "skipped": [{"frame": which, "reason": why} for which, why in source.skipped],
     }
     stats.update(trajectory_accuracy(rec))
+    event_stats = getattr(engine.tracker, "event_stats", None)
+    if event_stats is not None:
+        stats["events"] = event_stats()
     return stats
 
 

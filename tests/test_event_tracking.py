@@ -201,3 +201,22 @@ def test_event_aided_tracker_uses_events_and_tracks_the_room(room_setup):
             assert not result.lost
             assert np.linalg.norm(result.pose[:3, 3] - f.gt_pose[:3, 3]) < 0.01
     assert tracker.odometry.events_processed > 0
+
+
+def test_window_information_counts_independent_observations_only():
+    """The smoothing correlates neighbouring residuals: a window's information handed to the depth term is
+    scaled by N_eff / N (N_eff = area / (4π σ²)); the pose estimate itself does not change."""
+    img, depth, pose = textured_scene()
+    motion = np.array([0.01, -0.005, 0.008, 0.004, -0.006, 0.003])
+    packet = simulate_motion(img, depth, pose, se3_exp(motion) @ pose)
+    kw = dict(contrast_threshold=0.15, target_median=float(np.median(img)), window_s=0.05 / 8, smoothing_px=2.0, binning=1)
+    out = {}
+    for decorrelate in (False, True):
+        odo = EventOdometry(EventTrackingConfig(decorrelate=decorrelate, **kw))
+        key = odo.keyframe(_frame(img, depth, pose), pose, INTR)
+        out[decorrelate] = (odo.propagate(key, pose, packet, 0.0, 0.05), odo.independent_share(len(key.points), INTR))
+    (plain, one), (dec, share) = out[False], out[True]
+    assert one == 1.0 and share == pytest.approx(INTR.width * INTR.height / (4 * np.pi * 4.0) / 3000)
+    np.testing.assert_allclose(dec.pose, plain.pose)
+    ratio = np.trace(dec.information) / np.trace(plain.information)
+    assert 0.5 * share < ratio < 2.0 * share

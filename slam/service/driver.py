@@ -11,11 +11,14 @@ that moved on meanwhile would be lost at its second frame.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+
+import numpy as np
 
 from drivers.base import Source
 from slam.frames import Frame
@@ -28,6 +31,21 @@ log = logging.getLogger(__name__)
 class QueuedFrame:
     frame: Frame
     available_at: float  # time.perf_counter() when the source delivered it (end-to-end latency)
+
+
+def carry_events(dropped: QueuedFrame, successor: QueuedFrame) -> None:
+    """A frame dropped before tracking hands its events to the next frame, whose events then cover the
+    time since the last frame tracked (the event term integrates them from there), as in replay."""
+    ev, nxt = getattr(dropped.frame, "events", None), getattr(successor.frame, "events", None)
+    if ev is None or len(ev) == 0 or nxt is None:
+        return
+    successor.frame.events = dataclasses.replace(
+        nxt,
+        t=np.concatenate([ev.t, nxt.t]),
+        x=np.concatenate([ev.x, nxt.x]),
+        y=np.concatenate([ev.y, nxt.y]),
+        p=np.concatenate([ev.p, nxt.p]),
+    )
 
 
 class Pacer:

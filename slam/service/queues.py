@@ -6,7 +6,8 @@
   older ones are discarded (the tracker must work on the freshest frame, not on a backlog).
 
 Every discarded item is counted in ``dropped``. ``close()`` marks the end of the stream: the consumer
-gets what is left, then ``END``.
+gets what is left, then ``END``. An optional ``carry(dropped, successor)`` hands what a dropped item holds
+that its successor needs (the events since the previous frame) to the item after it.
 """
 
 from __future__ import annotations
@@ -33,10 +34,12 @@ class HandOff(Generic[T]):
         maxsize: int,
         overflow: Literal["block", "drop_oldest"],
         take: Literal["oldest", "newest"],
+        carry: Callable[[T, T], None] | None = None,
     ) -> None:
         if maxsize < 1:
             raise ValueError(f"maxsize must be >= 1, got {maxsize}")
         self.maxsize, self.overflow, self.take = maxsize, overflow, take
+        self.carry = carry
         self._items: deque[T] = deque()
         self._cond = threading.Condition()
         self._closed = False
@@ -63,8 +66,10 @@ class HandOff(Generic[T]):
                 self.dropped += 1
                 return False
             if len(self._items) >= self.maxsize:  # drop_oldest
-                self._items.popleft()
+                gone = self._items.popleft()
                 self.dropped += 1
+                if self.carry is not None:
+                    self.carry(gone, self._items[0] if self._items else item)
             self._items.append(item)
             self.put_count += 1
             self._cond.notify_all()
@@ -79,6 +84,9 @@ class HandOff(Generic[T]):
             if not self._items:
                 return END if self._closed else None
             if self.take == "newest":
+                if self.carry is not None:
+                    for gone, successor in zip(self._items, list(self._items)[1:], strict=False):
+                        self.carry(gone, successor)
                 item = self._items.pop()
                 self.dropped += len(self._items)
                 self._items.clear()

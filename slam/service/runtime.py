@@ -41,7 +41,7 @@ from slam.persistence import (
 )
 from slam.publishers import ServicePublisher
 from slam.replay import RunResult, build_engine, open_configured_source
-from slam.service.driver import DriverThread, Pacer, QueuedFrame
+from slam.service.driver import DriverThread, Pacer, QueuedFrame, carry_events
 from slam.service.meshes import all_blocks, whole_mesh_block
 from slam.service.outputs import write_outputs
 from slam.service.pipeline import MapItem, Pipeline
@@ -70,7 +70,7 @@ class SLAMService:
         self.torch_threads = torch_threads(cfg)
         fast = self.mode == "fast"
         self.frames: HandOff[QueuedFrame] = HandOff(
-            scfg.frame_queue, "block" if fast else "drop_oldest", "oldest" if fast else "newest"
+            scfg.frame_queue, "block" if fast else "drop_oldest", "oldest" if fast else "newest", carry=carry_events
         )
         map_every_frame = fast if scfg.map_every_frame is None else scfg.map_every_frame
         self.map_queue: HandOff[MapItem] = HandOff(

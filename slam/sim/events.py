@@ -471,3 +471,68 @@ def demo_events(
         if progress and (k + 1) % 50 == 0:
             print(f"  demo events: frame {k + 1}/{frames - 1}", flush=True)
     return per_frame, worst
+
+
+# ------------------------------------------------------------------------------------------- demo cache
+
+DEMO_EVENTS_VERSION = 1
+DEMO_EVENTS_FILE = "events.npz"
+DEMO_EVENTS_META = "events.json"
+
+
+def ensure_demo_events(
+    scene,
+    intr: CameraIntrinsics,
+    config: EventSimConfig | None = None,
+    max_flow: float = 2.0,
+    cache_root=None,
+    progress: bool = False,
+):
+    """The folder of the demo scene's (``scene``: a ``DemoSceneConfig``) simulated event stream for an event
+    camera with intrinsics ``intr`` at the colour camera's centre and axes, simulating it first (with
+    :func:`demo_events`) unless a finished one is cached: ``<cache root>/demo_events/<digest>`` holding
+    ``events.npz`` (the whole stream: t, x, y, p, sorted by time) and ``events.json`` (parameters,
+    counts). Deterministic from the parameters; generated atomically like the scene."""
+    import json
+    from dataclasses import asdict
+
+    from slam.sim.cache import cache_folder, config_digest, finished_count, generate_atomically
+
+    cfg = config or EventSimConfig()
+    params = {"scene": scene.digest, "intrinsics": asdict(intr), "sim": asdict(cfg), "max_flow": float(max_flow)}
+    digest = config_digest(params, DEMO_EVENTS_VERSION)
+    folder = cache_folder("demo_events", digest, cache_root)
+
+    def complete(path) -> bool:
+        meta = path / DEMO_EVENTS_META
+        return finished_count(meta, DEMO_EVENTS_VERSION, digest, "frames") is not None and (path / DEMO_EVENTS_FILE).is_file()
+
+    def generate(partial) -> None:
+        per_frame, worst = demo_events(
+            scene.seed, scene.frames, scene.fps, intr, cfg, max_flow=max_flow, progress=progress
+        )
+        ev = Events.concat(per_frame)
+        np.savez(partial / DEMO_EVENTS_FILE, t=ev.t, x=ev.x, y=ev.y, p=ev.p)
+        meta = {
+            "generator_version": DEMO_EVENTS_VERSION,
+            "digest": digest,
+            **params,
+            "frames": scene.frames,
+            "events": len(ev),
+            "max_subframe_flow_px": worst,
+            "complete": True,
+        }
+        (partial / DEMO_EVENTS_META).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+
+    return generate_atomically(folder, digest, complete, generate, "demo events")
+
+
+def load_events(path) -> Events:
+    """The event stream an :func:`ensure_demo_events` folder (or its ``events.npz``) holds."""
+    from pathlib import Path
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / DEMO_EVENTS_FILE
+    with np.load(path) as data:
+        return Events(data["t"], data["x"], data["y"], data["p"])
