@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 # the fitted sphere is shared with test_neural_map (fitted once per session when both run)
-from test_neural_map import VOXEL, band_samples, fitted
+from test_neural_map import VOXEL, band_samples, fit_shape, fitted
 
 from slam.meshing import BlockMesher, extract_mesh
 from slam.neural_map import NeuralMapConfig, NeuralSDFMap
@@ -208,3 +208,43 @@ def test_no_vertices_outside_allocated_voxels() -> None:
     assert len(v) > 200
     q = m.query(torch.from_numpy(v.astype(np.float32)))
     assert int((~q.valid).sum()) == 0, f"{int((~q.valid).sum())} of {len(v)} vertices in unallocated voxels"
+
+
+# -- sampling only near the surface ----------------------------------------------------------------
+def test_fine_samples_only_near_the_surface_give_the_same_mesh(monkeypatch) -> None:
+    """The coarse pass (SDF at voxel corners) skips unfitted voxels and voxels far from the surface: the
+    mesh must be the one that sampling every block's whole fine grid gives, from far fewer queries."""
+    import slam.meshing as meshing
+
+    m = fit_shape("sphere")  # a map of its own: this test allocates more space in it
+    # and a shell of allocated but never fitted space about it (as behind surfaces and in free space)
+    shell = torch.nn.functional.normalize(torch.randn(20000, 3, generator=torch.Generator().manual_seed(5)), dim=1)
+    m.allocate(0.9 * shell, dilate=2)
+    # the map is fitted only ±2.4 voxels about the sphere: a band of 1 voxel (enough for a slope-1
+    # field: a fine sample lies within 0.87 voxel of a corner of its voxel) leaves fitted voxels to skip
+    monkeypatch.setattr(meshing, "SURFACE_BAND", 1.0)
+    counted: list[int] = []
+    query = m.query
+
+    def counting_query(points, *args, **kwargs):
+        counted.append(points.shape[0])
+        return query(points, *args, **kwargs)
+
+    monkeypatch.setattr(m, "query", counting_query)
+    mesher = BlockMesher(m)
+    mesher.update()
+    vertices, faces, _ = mesher.mesh_arrays()
+    # reference: every block's whole (2·8 + 1)³ grid sampled and marched
+    grid = m.grids[0]
+    n = grid.block * mesher.samples_per_voxel + 1
+    spacing = grid.voxel_size / mesher.samples_per_voxel
+    origins = grid.block_origins()
+    blocks = torch.arange(grid.num_blocks)
+    q = query(meshing._grid_points(origins, blocks, n, spacing).reshape(-1, 3), min_hits=mesher.min_hits)
+    sdf, valid = q.sdf.reshape(-1, n, n, n).numpy(), q.valid.reshape(-1, n, n, n).numpy()
+    pieces = [meshing._march(sdf[b], valid[b], origins[b].numpy(), spacing) for b in range(grid.num_blocks)]
+    ref_vertices = np.concatenate([p.vertices for p in pieces if p is not None])
+    ref_faces = sum(len(p.faces) for p in pieces if p is not None)
+    assert len(faces) > 2000 and len(faces) == ref_faces
+    np.testing.assert_allclose(np.sort(vertices, axis=0), np.sort(ref_vertices, axis=0), atol=1e-6)
+    assert sum(counted) < 0.3 * grid.num_blocks * n**3, (sum(counted), grid.num_blocks * n**3)
