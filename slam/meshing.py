@@ -2,11 +2,11 @@
 
 Each finest-level block is meshed on its own grid of ``(block·k + 1)³`` SDF samples (``k`` samples per
 voxel edge); samples outside allocated space are masked out, so no surface is invented where nothing
-was observed. A coarse pass first reads the SDF at the voxel corners only; the fine samples are taken in
-the voxels that are fitted and may hold surface (``_near_surface_voxels``), which are a minority of a
-map's allocated space (free space, the band behind surfaces): the same mesh, 2-3x faster. Neighbouring blocks share their boundary samples, so their pieces meet. ``BlockMesher``
+was observed. Neighbouring blocks share their boundary samples, so their pieces meet. ``BlockMesher``
 keeps each block's piece and re-meshes only the blocks marked dirty since the last extraction (the
-mapper marks the blocks its frames touched).
+mapper marks the blocks its frames touched). A coarse pass first reads the SDF at the voxel corners only;
+the fine samples are taken in the voxels that are fitted and may hold surface (``_near_surface_voxels``),
+a minority of a map's allocated space (free space, the band behind surfaces): the same mesh, 2-3x faster.
 """
 
 from __future__ import annotations
@@ -61,13 +61,13 @@ class BlockMesher:
         key_to_pos = {k: i for i, k in enumerate(keys)}
         origins = grid.block_origins()
         todo_pos = torch.tensor([key_to_pos[k] for k in todo], dtype=torch.int64)
-        k = self.samples_per_voxel
-        n, n_coarse = grid.block * k + 1, grid.block + 1
-        spacing = grid.voxel_size / k
+        sub = self.samples_per_voxel
+        n, n_coarse = grid.block * sub + 1, grid.block + 1
+        spacing = grid.voxel_size / sub
         step = max(1, self.batch_points // n_coarse**3)
         for start in range(0, len(todo), step):
             chunk = todo_pos[start : start + step]
-            # nudged into the voxel each corner is the minimum of, so that rounding cannot put it in the neighbour
+            # nudged into the voxel each corner is the minimum of: rounding must not put it in the neighbour
             corners = _grid_points(origins, chunk, n_coarse, grid.voxel_size).reshape(-1, 3) + 1e-4 * grid.voxel_size
             coarse = self.neural_map.query(corners, min_hits=self.min_hits)
             near = _near_surface_voxels(
@@ -76,7 +76,7 @@ class BlockMesher:
                 SURFACE_BAND * grid.voxel_size,
             )
             # the fine samples of the near voxels only; the rest stay invalid (no cube of theirs is meshed)
-            needed = _cube_corners(np.repeat(np.repeat(np.repeat(near, k, 1), k, 2), k, 3))
+            needed = _cube_corners(np.repeat(np.repeat(np.repeat(near, sub, 1), sub, 2), sub, 3))
             sdf = np.full(needed.shape, np.nan, dtype=np.float32)
             valid = np.zeros(needed.shape, dtype=bool)
             if needed.any():
@@ -129,7 +129,6 @@ class BlockMesher:
         return mesh
 
 
-
 def _grid_points(origins: torch.Tensor, blocks: torch.Tensor, n: int, spacing: float) -> torch.Tensor:
     """World points of an n³ grid of the given spacing in each of the blocks: B×n×n×n×3."""
     lin = torch.arange(n, dtype=torch.float32) * spacing
@@ -162,17 +161,14 @@ def _cube_corners(cubes: np.ndarray) -> np.ndarray:
     padded = np.pad(cubes, ((0, 0), (1, 1), (1, 1), (1, 1)))
     return _any_corner(padded)
 
+
 def _march(sdf: np.ndarray, valid: np.ndarray, origin: np.ndarray, spacing: float) -> BlockPiece | None:
     from skimage.measure import marching_cubes
 
     if not valid.any() or sdf[valid].min() > 0 or sdf[valid].max() < 0:
         return None
     # skimage tests the mask at one corner of each cube only; require all eight corners valid
-    all8 = np.ones(tuple(d - 1 for d in valid.shape), dtype=bool)
-    for a in (0, 1):
-        for b in (0, 1):
-            for c in (0, 1):
-                all8 &= valid[a : a + all8.shape[0], b : b + all8.shape[1], c : c + all8.shape[2]]
+    all8 = ~_any_corner(~valid[None])[0]
     mask = np.zeros_like(valid)
     mask[1:, 1:, 1:] = all8
     if not mask.any():
