@@ -288,11 +288,10 @@ class EventOdometry:
         return np.concatenate([a_v, a_w], axis=1), e, inside
 
     def solve(
-        self, a: np.ndarray, e: np.ndarray, prior: np.ndarray | None = None, data_scale: float = 1.0
+        self, a: np.ndarray, e: np.ndarray, prior: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray, float]:
         """Robust least squares of r = e + A ξ with an optional prior information on ξ (towards 0):
-        (ξ, information s · AᵀWA / σ² + prior, residual RMS). σ² is the weighted residual variance and
-        s = ``data_scale`` the share of the rows that count as independent observations."""
+        (ξ, information AᵀWA / σ² + prior, residual RMS). σ² is the weighted residual variance."""
         cfg = self.cfg
         xi = np.zeros(6)
         s2 = cfg.robust_scale**2
@@ -302,7 +301,7 @@ class EventOdometry:
         for _ in range(cfg.reweight):
             r = e + a @ xi
             w = (s2 / (s2 + r * r)) ** 2
-            sigma2 = max(float((w * r * r).sum() / max(w.sum(), 1e-9)), 1e-8) / data_scale
+            sigma2 = max(float((w * r * r).sum() / max(w.sum(), 1e-9)), 1e-8)
             h = (a * w[:, None]).T @ a / sigma2 + prior
             h = h + cfg.damping * np.eye(6) * max(float(np.trace(h)) / 6, 1e-12)
             try:
@@ -310,7 +309,7 @@ class EventOdometry:
             except np.linalg.LinAlgError:
                 return np.zeros(6), np.zeros((6, 6)), float("nan")
         h = (a * w[:, None]).T @ a / sigma2 + prior
-        return xi, h, float(np.sqrt(sigma2 * data_scale))
+        return xi, h, float(np.sqrt(sigma2))
 
     def independent_share(self, rows: int, intr: CameraIntrinsics) -> float:
         """The share of a window's ``rows`` residuals that count as independent: the event image and the
