@@ -195,7 +195,15 @@ def _print_summary(result) -> None:
 @app.command("replay")
 def replay(
     path: Annotated[Path | None, typer.Argument(help="dataset folder or recording file (optional for --dataset demo)")] = None,
-    dataset: Annotated[str, typer.Option("--dataset", "-d", help="driver: 7scenes, tum, replica, demo, lidar_demo, kitti, ... (see `slam sources`)")] = "demo",
+    dataset: Annotated[
+        str | None,
+        typer.Option(
+            "--dataset",
+            "-d",
+            help="driver: 7scenes, tum, replica, demo, lidar_demo, kitti, ... (see `slam sources`); default: the "
+            "config's source.kind, else demo",
+        ),
+    ] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="output folder")] = Path("runs/replay"),
     first: Annotated[int | None, typer.Option(help="first frame (position in the sequence)")] = None,
     last: Annotated[int | None, typer.Option(help="last frame, inclusive")] = None,
@@ -207,13 +215,14 @@ def replay(
 
     Example: slam replay --dataset 7scenes ../shared/data/7scenes-redkitchen --out /tmp/r --stride 2
     """
-    source: dict[str, Any] = {"kind": dataset}
+    # --dataset wins over the config's source.kind; with neither, SourceConfig's default (demo)
+    source: dict[str, Any] = {} if dataset is None else {"kind": dataset}
     if path is not None:
         source["path"] = str(path)
     for key, value in (("first", first), ("last", last), ("stride", stride)):
         if value is not None:
             source[key] = value
-    if config is None:
+    if config is None and dataset is not None:
         config = _lidar_preset(dataset)
     cfg = _load(config, sets, {"source": source, "output": {"dir": str(out)}})
     result = _run(cfg)

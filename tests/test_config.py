@@ -78,3 +78,19 @@ def test_overrides_take_precedence_and_parse_as_yaml(tmp_path):
     assert cfg.output.save_mesh is False
     with pytest.raises(ConfigError, match="expected KEY=VALUE"):
         parse_overrides(["tracker.depth_max"])
+
+
+def test_replay_takes_the_driver_from_the_config_unless_dataset_is_given(tmp_path) -> None:
+    """`slam replay -c configs/7scenes.yaml PATH` (as the config's own header says) must read PATH with the
+    config's driver: --dataset used to default to demo and silently replay the generated room instead."""
+    from typer.testing import CliRunner
+
+    from slam.cli import app
+
+    missing = tmp_path / "no-such-sequence"
+    config = Path(__file__).resolve().parents[1] / "configs" / "7scenes.yaml"
+    res = CliRunner().invoke(app, ["replay", "-c", str(config), str(missing), "--out", str(tmp_path / "out")])
+    assert res.exit_code != 0
+    assert "7scenes" in res.output and str(missing) in res.output
+    res = CliRunner().invoke(app, ["replay", "-c", str(config), "--dataset", "tum", str(missing), "--out", str(tmp_path / "o2")])
+    assert res.exit_code != 0 and "tum" in res.output
