@@ -344,8 +344,14 @@ class Mapper:
         self._emb_opt.zero_grad(set_to_none=True)
         loss.backward()
         train_decoder = not (0 < cfg.freeze_decoder_after <= self.frames_integrated)
+        # the lock covers only the writes (RowAdam computes its new rows before): the tracking thread reads
+        # the map meanwhile, and still never sees new embeddings with the old decoder
+        pending = self._emb_opt.prepare() if isinstance(self._emb_opt, RowAdam) else None
         with self.map.writing():
-            self._emb_opt.step()
+            if pending is not None:
+                RowAdam.apply(pending)
+            else:
+                self._emb_opt.step()
             if train_decoder:
                 self._dec_opt.step()
         losses["total"] = loss.item()

@@ -39,6 +39,14 @@ class RowAdam(torch.optim.Optimizer):
     def step(self, closure=None) -> None:  # noqa: ANN001 - torch's signature
         if closure is not None:
             raise ValueError("RowAdam does not take a closure")
+        self.apply(self.prepare())
+
+    @torch.no_grad()
+    def prepare(self) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """The first part of a step: moments updated, new parameter rows computed but not written. Returns
+        (parameter, rows, new rows) for :meth:`apply`. Split so that a caller can hold a readers' lock only
+        for :meth:`apply`'s copy of rows (finding the touched rows is most of a step's time)."""
+        updates: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         for group in self.param_groups:
             beta1, beta2 = group["betas"]
             for p in group["params"]:
@@ -63,7 +71,16 @@ class RowAdam(torch.optim.Optimizer):
                 bias2 = 1 - beta2 ** state["step"]
                 # rows are unique: a gather, add and scatter gives index_add_'s result several times faster
                 update = m.div_(v.sqrt_().add_(group["eps"]))
-                p.index_copy_(0, rows, p.index_select(0, rows).add_(update, alpha=-group["lr"] * math.sqrt(bias2) / bias1))
+                new_rows = p.index_select(0, rows).add_(update, alpha=-group["lr"] * math.sqrt(bias2) / bias1)
+                updates.append((p, rows, new_rows))
+        return updates
+
+    @staticmethod
+    @torch.no_grad()
+    def apply(updates: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> None:
+        """Write the rows :meth:`prepare` computed (no other writer may have touched them since)."""
+        for p, rows, new_rows in updates:
+            p.index_copy_(0, rows, new_rows)
 
     def follow(self, old: torch.Tensor, new: torch.Tensor, state: dict | None = None) -> None:
         """Replace parameter ``old`` by ``new`` (a grown copy of it) in place, with ``state`` as its state

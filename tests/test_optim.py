@@ -76,3 +76,26 @@ def test_row_adam_follows_a_grown_parameter():
             F.embedding(idx, p, sparse=True).pow(2).sum().backward()
             opt.step()
     assert torch.equal(plain.detach(), grown.detach())
+
+
+def test_prepare_leaves_the_parameters_and_apply_writes_the_step():
+    """The mapper computes a step with ``prepare`` outside the map's lock and writes it with ``apply`` inside:
+    between the two the parameters are untouched, and the two together equal ``step``."""
+    gen = torch.Generator().manual_seed(1)
+    tables = [torch.nn.Parameter(torch.randn(50, 4, generator=gen)) for _ in range(2)]
+    idx = torch.randint(0, 30, (40,), generator=gen)
+    results = []
+    for split in (False, True):
+        params = [torch.nn.Parameter(t.detach().clone()) for t in tables]
+        opt = RowAdam(params, lr=0.1)
+        (F.embedding(idx, params[0], sparse=True).sum() + F.embedding(idx, params[1], sparse=True).pow(2).sum()).backward()
+        before = [p.detach().clone() for p in params]
+        if split:
+            pending = opt.prepare()
+            assert all(torch.equal(p, b) for p, b in zip(params, before))
+            RowAdam.apply(pending)
+        else:
+            opt.step()
+        results.append([p.detach().clone() for p in params])
+        assert not torch.equal(results[-1][0], before[0])
+    assert all(torch.equal(a, b) for a, b in zip(*results))
