@@ -99,6 +99,17 @@ class TrackerConfig(BaseModel):
         description="when a frame's inlier ratio falls below this share of the recent median, also register "
         "from the last pose (no motion) and keep the better result; 0 = never",
     )
+    yaw_search_deg: float = Field(
+        0.0,
+        ge=0,
+        le=45,
+        description="before registering, try heading offsets up to this many degrees about the world z axis "
+        "(the vertical where the first frame is level, as a vehicle's LiDAR) and start from the one whose "
+        "points fit the map best: a turn's changing yaw rate puts a constant-velocity prediction a few degrees "
+        "off when scans are dropped, beyond the SDF's narrow basin at range. 0 = off (RGB-D)",
+    )
+    yaw_search_step_deg: float = Field(0.75, gt=0, description="spacing of the heading offsets tried")
+    yaw_search_points: int = Field(600, ge=50, description="points scored per heading offset")
 
 
 class Tracker:
@@ -214,6 +225,37 @@ class Tracker:
         # converged_delta, or the last of the budget), which saves a query per frame
         residual, inlier_ratio, n_valid = fit
         return pose, {"iterations": it_done, "residual": residual, "inlier_ratio": inlier_ratio, "valid": n_valid}
+
+    def search_yaw(self, points: np.ndarray, init: np.ndarray) -> np.ndarray:
+        """``init`` turned about the world z axis (through the sensor) by the offset within
+        ``yaw_search_deg`` whose first ``yaw_search_points`` points fit the map best (most robust weight:
+        Geman-McClure at the tracker's scale, points outside fitted space count nothing); ``init`` itself
+        when the search is off or nothing fits. One batched SDF query (no gradient) for all offsets."""
+        cfg = self.cfg
+        if cfg.yaw_search_deg <= 0 or len(points) == 0:
+            return init
+        half = int(np.floor(cfg.yaw_search_deg / cfg.yaw_search_step_deg + 1e-9))
+        angles = np.radians(np.arange(-half, half + 1) * cfg.yaw_search_step_deg)
+        pts = points[: cfg.yaw_search_points].astype(np.float64)
+        base = pts @ init[:3, :3].T  # offsets from the sensor, world axes
+        c, s = np.cos(angles), np.sin(angles)
+        turned = np.empty((len(angles), len(pts), 3))
+        turned[..., 0] = c[:, None] * base[:, 0] - s[:, None] * base[:, 1]
+        turned[..., 1] = s[:, None] * base[:, 0] + c[:, None] * base[:, 1]
+        turned[..., 2] = base[:, 2]
+        world = torch.from_numpy((turned + init[:3, 3]).reshape(-1, 3).astype(np.float32))
+        q = self.map.query(world, min_hits=cfg.min_hits)
+        s2 = cfg.robust_scale**2
+        weight = torch.where(q.valid, (s2 / (s2 + q.sdf.double() ** 2)) ** 2, torch.zeros((), dtype=torch.float64))
+        score = weight.view(len(angles), len(pts)).sum(dim=1).numpy()
+        best = int(np.argmax(score))
+        if score[best] <= 0 or best == half:  # index ``half`` is the zero offset
+            return init
+        turn = np.eye(4)
+        turn[:2, :2] = [[c[best], -s[best]], [s[best], c[best]]]
+        out = init.copy()
+        out[:3, :3] = turn[:3, :3] @ init[:3, :3]
+        return out
 
     def _world(self, pts: torch.Tensor, pose: np.ndarray) -> torch.Tensor:
         rot = torch.from_numpy(pose[:3, :3].astype(np.float32))
@@ -333,7 +375,7 @@ class Tracker:
             )
             pose, rep = self.register(points, pose, weights=weights)  # tighten with the normal kernel
         else:
-            pose, rep = self.register(points, self.predict(), weights=weights)
+            pose, rep = self.register(points, self.search_yaw(points, self.predict()), weights=weights)
             if self._doubtful(rep):
                 # A wrong velocity feeds itself: the next prediction repeats it and a few iterations do
                 # not undo it. Try no motion from the last pose too and keep the better registration.
