@@ -15,6 +15,12 @@ downsampled points with the ground weighted separately (``slam.lidar.LidarFronte
 the sensor pose at the frame's timestamp; for a LiDAR scan that is the instant it is deskewed to, its
 timestamp (the end of the sweep for the ``kitti`` / ``lidar_demo`` drivers).
 
+The SDF's basin is narrow at range (a surface's band is a few voxels thick; a degree of heading moves a
+point 35 cm at 20 m), so when scans were dropped or are sparse a LiDAR frame can start a few degrees or
+decimetres off. ``yaw_search_deg`` and ``travel_search_m`` (on in the LiDAR presets) first score a few
+heading offsets, then a few offsets along the predicted travel, by how well a subset of points fits the
+map (one SDF query each, no gradient), and register from the best.
+
 Prediction is constant velocity. When a frame fails (too few inliers or a large residual) the tracker
 reports it lost, keeps the prediction, and on the next frames re-registers from the last good pose
 with a wider robust kernel and more iterations until it converges again ("recovered").
@@ -109,7 +115,11 @@ class TrackerConfig(BaseModel):
         "off when scans are dropped, beyond the SDF's narrow basin at range. 0 = off (RGB-D)",
     )
     yaw_search_step_deg: float = Field(0.75, gt=0, description="spacing of the heading offsets tried")
-    yaw_search_points: int = Field(600, ge=50, description="points scored per heading offset")
+    travel_search_m: float = Field(
+        0.0, ge=0, description="then try offsets up to this far (m) along the predicted travel; 0 = off"
+    )
+    travel_search_step_m: float = Field(0.2, gt=0, description="spacing of the travel offsets tried")
+    yaw_search_points: int = Field(600, ge=50, description="points scored per heading or travel offset")
 
 
 class Tracker:
@@ -228,9 +238,8 @@ class Tracker:
 
     def search_yaw(self, points: np.ndarray, init: np.ndarray) -> np.ndarray:
         """``init`` turned about the world z axis (through the sensor) by the offset within
-        ``yaw_search_deg`` whose first ``yaw_search_points`` points fit the map best (most robust weight:
-        Geman-McClure at the tracker's scale, points outside fitted space count nothing); ``init`` itself
-        when the search is off or nothing fits. One batched SDF query (no gradient) for all offsets."""
+        ``yaw_search_deg`` whose first ``yaw_search_points`` points fit the map best (``_score``); ``init``
+        itself when the search is off or nothing fits."""
         cfg = self.cfg
         if cfg.yaw_search_deg <= 0 or len(points) == 0:
             return init
@@ -243,11 +252,7 @@ class Tracker:
         turned[..., 0] = c[:, None] * base[:, 0] - s[:, None] * base[:, 1]
         turned[..., 1] = s[:, None] * base[:, 0] + c[:, None] * base[:, 1]
         turned[..., 2] = base[:, 2]
-        world = torch.from_numpy((turned + init[:3, 3]).reshape(-1, 3).astype(np.float32))
-        q = self.map.query(world, min_hits=cfg.min_hits)
-        s2 = cfg.robust_scale**2
-        weight = torch.where(q.valid, (s2 / (s2 + q.sdf.double() ** 2)) ** 2, torch.zeros((), dtype=torch.float64))
-        score = weight.view(len(angles), len(pts)).sum(dim=1).numpy()
+        score = self._score(turned + init[:3, 3], len(angles))
         best = int(np.argmax(score))
         if score[best] <= 0 or best == half:  # index ``half`` is the zero offset
             return init
@@ -255,6 +260,34 @@ class Tracker:
         turn[:2, :2] = [[c[best], -s[best]], [s[best], c[best]]]
         out = init.copy()
         out[:3, :3] = turn[:3, :3] @ init[:3, :3]
+        return out
+
+    def _score(self, world: np.ndarray, n_candidates: int) -> np.ndarray:
+        """Robust fit (sum of Geman-McClure weights, points outside fitted space count nothing) of each of
+        ``n_candidates`` equal blocks of world points (one batched SDF query, no gradient)."""
+        q = self.map.query(torch.from_numpy(world.reshape(-1, 3).astype(np.float32)), min_hits=self.cfg.min_hits)
+        s2 = self.cfg.robust_scale**2
+        weight = torch.where(q.valid, (s2 / (s2 + q.sdf.double() ** 2)) ** 2, torch.zeros((), dtype=torch.float64))
+        return weight.view(n_candidates, -1).sum(dim=1).numpy()
+
+    def search_travel(self, points: np.ndarray, init: np.ndarray, last: np.ndarray) -> np.ndarray:
+        """``init`` shifted along the predicted travel (``last`` → ``init``) by the offset within
+        ``travel_search_m`` whose points fit best: braking or accelerating over dropped scans puts the
+        prediction decimetres off along a street, where parallel walls do not pull it back."""
+        cfg = self.cfg
+        travel = init[:3, 3] - last[:3, 3]
+        if cfg.travel_search_m <= 0 or np.linalg.norm(travel) < 1e-3 or len(points) == 0:
+            return init
+        direction = travel / np.linalg.norm(travel)
+        half = int(np.floor(cfg.travel_search_m / cfg.travel_search_step_m + 1e-9))
+        offsets = np.arange(-half, half + 1) * cfg.travel_search_step_m
+        pts = points[: cfg.yaw_search_points].astype(np.float64) @ init[:3, :3].T + init[:3, 3]
+        score = self._score(pts[None] + offsets[:, None, None] * direction, len(offsets))
+        best = int(np.argmax(score))
+        if score[best] <= 0 or best == half:
+            return init
+        out = init.copy()
+        out[:3, 3] += offsets[best] * direction
         return out
 
     def _world(self, pts: torch.Tensor, pose: np.ndarray) -> torch.Tensor:
@@ -375,7 +408,8 @@ class Tracker:
             )
             pose, rep = self.register(points, pose, weights=weights)  # tighten with the normal kernel
         else:
-            pose, rep = self.register(points, self.search_yaw(points, self.predict()), weights=weights)
+            init = self.search_travel(points, self.search_yaw(points, self.predict()), self.poses[-1])
+            pose, rep = self.register(points, init, weights=weights)
             if self._doubtful(rep):
                 # A wrong velocity feeds itself: the next prediction repeats it and a few iterations do
                 # not undo it. Try no motion from the last pose too and keep the better registration.

@@ -439,3 +439,26 @@ def test_yaw_search_brings_a_turn_back_into_the_basin() -> None:
     assert pose_error(start, truth)[1] <= 0.75
     assert pose_error(searching.register(points, start)[0], truth)[1] < 0.05
     assert np.array_equal(searching.search_yaw(points, truth), truth)
+
+
+def test_travel_search_finds_the_braking_offset_along_the_street() -> None:
+    """A prediction 0.6 m ahead of the truth along the street (braking over dropped scans): facades and
+    ground cannot pull it back and the posts are out of reach, so registration alone stays off; the search
+    along the predicted travel brings it back. Without an error the search keeps the prediction."""
+    rng = np.random.default_rng(6)
+    points = street_scan(rng)
+    truth = np.eye(4)
+    truth[:3, 3] = (0.0, 0.0, 1.7)
+    last = truth.copy()
+    last[0, 3] -= 2.0
+    ahead = truth.copy()
+    ahead[0, 3] += 0.6
+    base = dict(iterations=8, coarse_iterations=0, robust_scale=0.1, inlier_threshold=0.2, min_hits=0)
+    street = AnalyticStreetMap(np.zeros(3))
+    plain = Tracker(street, TrackerConfig(**base))  # type: ignore[arg-type]
+    searching = Tracker(street, TrackerConfig(**base, travel_search_m=1.0))  # type: ignore[arg-type]
+    assert pose_error(plain.register(points, ahead)[0], truth)[0] > 0.3
+    start = searching.search_travel(points, ahead, last)
+    assert pose_error(start, truth)[0] <= 0.1
+    assert pose_error(searching.register(points, start)[0], truth)[0] < 0.01
+    assert np.array_equal(searching.search_travel(points, truth, last), truth)
