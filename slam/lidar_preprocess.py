@@ -10,8 +10,9 @@ deskewed scan is the pose at ``PreprocessedScan.timestamp`` and must be compared
 same instant (the generated sequence of ``slam.sim.lidar_dataset`` stamps its scans and poses at the end
 of each sweep for this reason).
 
-**Constant velocity.** Deskewing needs the motion during the sweep; it is taken to be the relative motion
-of the last scan (``T_prev⁻¹ · T_curr`` over ``scan_period`` seconds) continued at constant velocity:
+**Constant velocity.** Deskewing needs the motion during the sweep; it is taken to be a recent relative
+motion (``T_prev⁻¹ · T_curr`` over ``scan_period`` seconds; the tracker passes the last
+``LidarConfig.deskew_frames`` scans' motion, which averages out the pose noise) continued at constant velocity:
 the sensor pose at time τ relative to the reference instant is ``T_ref · exp(τ · ξ)`` with the body-frame
 twist ``ξ = log(relative_motion) / scan_period``.
 

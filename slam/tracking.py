@@ -364,7 +364,7 @@ class Tracker:
             if not self.poses:
                 self.lidar.prepare(frame)  # nothing to deskew with yet; the mapper reuses it
                 return self.track_points(None, frame.timestamp, first_pose=frame.gt_pose)
-            motion, period = self.last_motion()
+            motion, period = self.last_motion(self.lidar.cfg.deskew_frames)
             prep = self.lidar.prepare(frame, motion, period)
             if len(prep.points) == 0:
                 raise ValueError(f"{frame.source_name or f'scan {frame.index}'}: no points left after preprocessing")
@@ -372,15 +372,17 @@ class Tracker:
             return self.track_points(points, frame.timestamp, weights=weights)
         raise TypeError(f"the tracker takes RGBDFrame or LidarScan, not {type(frame).__name__}")
 
-    def last_motion(self) -> tuple[np.ndarray | None, float | None]:
-        """The last relative motion ``T_prev⁻¹ · T_last`` and the time it took (for deskewing), or (None,
-        None) before two poses or without a positive time step."""
-        if len(self.poses) < 2 or len(self.timestamps) < 2:
+    def last_motion(self, frames: int = 1) -> tuple[np.ndarray | None, float | None]:
+        """The relative motion over the last ``frames`` tracked frames ``T_{-1-frames}⁻¹ · T_{-1}`` (fewer
+        when fewer are tracked) and the time it took, for deskewing; (None, None) before two poses or
+        without a positive time step."""
+        k = min(frames, len(self.poses) - 1, len(self.timestamps) - 1)
+        if k < 1:
             return None, None
-        dt = self.timestamps[-1] - self.timestamps[-2]
+        dt = self.timestamps[-1] - self.timestamps[-1 - k]
         if not dt > 0:
             return None, None
-        return invert_pose(self.poses[-2]) @ self.poses[-1], float(dt)
+        return invert_pose(self.poses[-1 - k]) @ self.poses[-1], float(dt)
 
     def track_points(
         self,
