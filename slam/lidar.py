@@ -55,14 +55,15 @@ class LidarConfig(BaseModel):
     preprocess: LidarPreprocessConfig = Field(
         default_factory=LidarPreprocessConfig, description="deskew, range crop, ground segmentation, downsampling"
     )
-    deskew_frames: int = Field(
-        3,
-        ge=1,
-        le=20,
-        description="deskew with the mean velocity over this many of the last tracked scans. From the last "
-        "scan alone, a pose's error (tenths of a degree of roll and pitch) becomes an angular rate error ten "
-        "times larger that bends the next scan the other way: the estimates zig-zagged. Generated drive, 200 "
-        "scans, 1 -> 3: roll/pitch noise about halved, ATE 3.1 -> 2.8 cm, mesh accuracy 6.3 -> 4.8 cm",
+    deskew_window_s: float = Field(
+        0.3,
+        ge=0,
+        le=5,
+        description="deskew with the mean velocity of the last tracked scans within this many seconds (at least "
+        "the last one). From the last scan alone, a pose's error (tenths of a degree of roll and pitch) becomes "
+        "an angular rate error ten times larger that bends the next scan the other way: the estimates "
+        "zig-zagged. Generated drive at 10 Hz, 0.1 -> 0.3 s: whole loop ATE 0.27 -> 0.19 m, mesh accuracy "
+        "14.4 -> 10.4 cm; longer windows lag the real changes of rate (0.5 s: worse on 200 scans)",
     )
     tracking_points: int = Field(4000, ge=100, description="points registered per scan (after downsampling)")
     ground_fraction: float = Field(

@@ -12,7 +12,7 @@ of each sweep for this reason).
 
 **Constant velocity.** Deskewing needs the motion during the sweep; it is taken to be a recent relative
 motion (``T_prev⁻¹ · T_curr`` over ``scan_period`` seconds; the tracker passes the last
-``LidarConfig.deskew_frames`` scans' motion, which averages out the pose noise) continued at constant velocity:
+``LidarConfig.deskew_window_s`` seconds of motion, which averages out the pose noise) continued at constant velocity:
 the sensor pose at time τ relative to the reference instant is ``T_ref · exp(τ · ξ)`` with the body-frame
 twist ``ξ = log(relative_motion) / scan_period``.
 

@@ -364,7 +364,7 @@ class Tracker:
             if not self.poses:
                 self.lidar.prepare(frame)  # nothing to deskew with yet; the mapper reuses it
                 return self.track_points(None, frame.timestamp, first_pose=frame.gt_pose)
-            motion, period = self.last_motion(self.lidar.cfg.deskew_frames)
+            motion, period = self.last_motion(self.lidar.cfg.deskew_window_s)
             prep = self.lidar.prepare(frame, motion, period)
             if len(prep.points) == 0:
                 raise ValueError(f"{frame.source_name or f'scan {frame.index}'}: no points left after preprocessing")
@@ -372,13 +372,16 @@ class Tracker:
             return self.track_points(points, frame.timestamp, weights=weights)
         raise TypeError(f"the tracker takes RGBDFrame or LidarScan, not {type(frame).__name__}")
 
-    def last_motion(self, frames: int = 1) -> tuple[np.ndarray | None, float | None]:
-        """The relative motion over the last ``frames`` tracked frames ``T_{-1-frames}⁻¹ · T_{-1}`` (fewer
-        when fewer are tracked) and the time it took, for deskewing; (None, None) before two poses or
-        without a positive time step."""
-        k = min(frames, len(self.poses) - 1, len(self.timestamps) - 1)
-        if k < 1:
+    def last_motion(self, window_s: float = 0.0) -> tuple[np.ndarray | None, float | None]:
+        """The relative motion over the last tracked frames ``T_{-1-k}⁻¹ · T_{-1}`` and the time it took, for
+        deskewing: k = 1, or as many frames as span at most ``window_s`` seconds. (None, None) before two
+        poses or without a positive time step."""
+        n = min(len(self.poses), len(self.timestamps))
+        if n < 2:
             return None, None
+        k = 1
+        while k + 1 < n and self.timestamps[-1] - self.timestamps[-2 - k] <= window_s + 1e-6:
+            k += 1
         dt = self.timestamps[-1] - self.timestamps[-1 - k]
         if not dt > 0:
             return None, None

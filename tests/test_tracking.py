@@ -464,23 +464,26 @@ def test_travel_search_finds_the_braking_offset_along_the_street() -> None:
     assert np.array_equal(searching.search_travel(points, truth, last), truth)
 
 
-def test_deskew_motion_over_several_frames_averages_out_pose_noise() -> None:
-    """last_motion(k) spans the last k tracked frames (fewer when fewer exist): a roll error of ±0.3° that
-    alternates from frame to frame makes the one-frame angular rate 6°/s wrong, the three-frame rate 2°/s."""
+def test_deskew_motion_over_a_window_averages_out_pose_noise() -> None:
+    """last_motion(window) spans the last tracked frames within the window (at least one interval): a roll
+    error of ±0.3° that alternates from frame to frame makes the one-frame angular rate 6°/s wrong, the
+    three-frame (0.3 s) rate 2°/s. Frames further apart (dropped scans) fall back to the last interval."""
     from slam.geometry import se3_log
 
     twist = np.array([8.0, 0.0, 0.0, 0.0, 0.0, np.radians(5.0)])  # 8 m/s, turning at 5°/s
     tracker = Tracker(AnalyticStreetMap(np.zeros(3)), TrackerConfig())  # type: ignore[arg-type]
-    assert tracker.last_motion(3) == (None, None)
+    assert tracker.last_motion(0.3) == (None, None)
     for i in range(6):
         noise = se3_exp(np.array([0, 0, 0, np.radians(0.3) * (-1) ** i, 0, 0]))
         tracker.poses.append(se3_exp(twist * 0.1 * i) @ noise)
         tracker.timestamps.append(0.1 * i)
-    motion1, dt1 = tracker.last_motion(1)
-    motion3, dt3 = tracker.last_motion(3)
+    motion1, dt1 = tracker.last_motion(0.0)
+    motion3, dt3 = tracker.last_motion(0.3)
     assert dt1 == pytest.approx(0.1) and dt3 == pytest.approx(0.3)
     err1 = np.degrees(np.abs(se3_log(motion1)[3:] / dt1 - twist[3:])).max()
     err3 = np.degrees(np.abs(se3_log(motion3)[3:] / dt3 - twist[3:])).max()
     assert err1 == pytest.approx(6.0, abs=0.3) and err3 == pytest.approx(2.0, abs=0.2)
-    tracker.poses, tracker.timestamps = tracker.poses[:2], tracker.timestamps[:2]
-    assert tracker.last_motion(3)[1] == pytest.approx(0.1)  # only one interval tracked yet
+    tracker.timestamps = [0.0, 0.5, 1.0, 1.5, 1.6, 2.1]  # gaps of dropped scans
+    assert tracker.last_motion(0.3)[1] == pytest.approx(0.5)
+    tracker.poses, tracker.timestamps = tracker.poses[:2], [0.0, 0.1]
+    assert tracker.last_motion(0.3)[1] == pytest.approx(0.1)  # only one interval tracked yet
