@@ -11,6 +11,7 @@ a minority of a map's allocated space (free space, the band behind surfaces): th
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -40,33 +41,46 @@ class BlockMesher:
     min_hits: int = 1
     batch_points: int = 200_000
     pieces: dict[int, BlockPiece] = field(default_factory=dict)
-    dirty: set[int] = field(default_factory=set)
+    #: blocks to re-mesh, oldest first (a dict for its order; values unused)
+    dirty: dict[int, None] = field(default_factory=dict)
     _known: set[int] = field(default_factory=set)
 
     def mark_dirty(self, world_points: torch.Tensor) -> None:
         """Blocks containing these points changed (the mapper calls this with the surface it fitted)."""
         grid = self.neural_map.grids[0]
         blocks = torch.div(grid.voxels_of(world_points), grid.block, rounding_mode="floor")
-        self.dirty.update(torch.unique(pack_keys(blocks)).tolist())
+        self.dirty.update(dict.fromkeys(torch.unique(pack_keys(blocks)).tolist()))
 
-    def update(self) -> list[int]:
-        """Re-mesh dirty and newly allocated blocks; returns the keys of the blocks re-meshed."""
+    def update(self, budget_s: float | None = None) -> list[int]:
+        """Re-mesh dirty and newly allocated blocks, the longest waiting first; returns the keys re-meshed.
+
+        With ``budget_s``, stop after the batch of blocks that exceeds it and leave the rest dirty for the
+        next call: a LiDAR scan dirties blocks 80 m around, and re-meshing all of them held the live
+        service's mapping thread for seconds while the vehicle drove out of the map."""
         grid = self.neural_map.grids[0]
         keys = grid.block_keys.tolist()
-        todo = sorted((set(keys) - self._known) | (self.dirty & set(keys)))
-        self._known = set(keys)
-        self.dirty.clear()
-        if not todo:
+        allocated = set(keys)
+        self.dirty.update(dict.fromkeys(k for k in keys if k not in self._known))
+        self._known = allocated
+        # dirty space that is not allocated holds nothing to mesh
+        self.dirty = {k: None for k in self.dirty if k in allocated}
+        if not self.dirty:
             return []
         key_to_pos = {k: i for i, k in enumerate(keys)}
+        started = time.perf_counter()
+        todo = list(self.dirty)
         origins = grid.block_origins()
         todo_pos = torch.tensor([key_to_pos[k] for k in todo], dtype=torch.int64)
         sub = self.samples_per_voxel
         n, n_coarse = grid.block * sub + 1, grid.block + 1
         spacing = grid.voxel_size / sub
         step = max(1, self.batch_points // n_coarse**3)
+        done = 0
         for start in range(0, len(todo), step):
+            if budget_s is not None and start > 0 and time.perf_counter() - started > budget_s:
+                break
             chunk = todo_pos[start : start + step]
+            done = start + len(chunk)
             # nudged into the voxel each corner is the minimum of: rounding must not put it in the neighbour
             corners = _grid_points(origins, chunk, n_coarse, grid.voxel_size).reshape(-1, 3) + 1e-4 * grid.voxel_size
             coarse = self.neural_map.query(corners, min_hits=self.min_hits)
@@ -89,6 +103,9 @@ class BlockMesher:
                     self.pieces.pop(keys[pos], None)
                 else:
                     self.pieces[keys[pos]] = piece
+        todo = todo[:done]
+        for k in todo:
+            del self.dirty[k]
         if self.neural_map.color_head is not None:
             self._color([self.pieces[k] for k in todo if k in self.pieces])
         return todo

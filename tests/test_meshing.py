@@ -248,3 +248,30 @@ def test_fine_samples_only_near_the_surface_give_the_same_mesh(monkeypatch) -> N
     assert len(faces) > 2000 and len(faces) == ref_faces
     np.testing.assert_allclose(np.sort(vertices, axis=0), np.sort(ref_vertices, axis=0), atol=1e-6)
     assert sum(counted) < 0.3 * grid.num_blocks * n**3, (sum(counted), grid.num_blocks * n**3)
+
+
+def test_a_budgeted_update_leaves_the_rest_for_the_next_and_ends_with_the_same_mesh() -> None:
+    """The live service re-meshes for a bounded time per update (a LiDAR scan dirties blocks all around):
+    a zero budget re-meshes one batch of blocks per call, the longest waiting first, and the calls together
+    give the mesh of one unbounded update."""
+    m = fitted("sphere")
+    whole = BlockMesher(m)
+    whole.update()
+    step = BlockMesher(m, batch_points=2 * 9**3)  # two blocks (9³ corners each at block 8) a batch
+    n_blocks = len(m.grids[0].block_keys)
+    assert n_blocks > 4
+    seen: list[int] = []
+    calls = 0
+    while True:
+        done = step.update(budget_s=0.0)
+        if not done:
+            break
+        calls += 1
+        assert len(done) == 2 or len(seen) + len(done) == n_blocks
+        assert not set(done) & set(seen)
+        seen += done
+        assert len(step.dirty) == n_blocks - len(seen)
+    assert calls == (n_blocks + 1) // 2 and sorted(seen) == sorted(m.grids[0].block_keys.tolist())
+    assert step.pieces.keys() == whole.pieces.keys()
+    for k, p in whole.pieces.items():
+        np.testing.assert_array_equal(step.pieces[k].vertices, p.vertices)

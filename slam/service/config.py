@@ -61,6 +61,13 @@ class ServiceConfig(BaseModel):
         description="largest share of the mapping thread's time spent re-meshing for the mesh "
         "topic: updates come every publish.mesh_every_s or further apart (re-meshing a room costs seconds on 2 cores)",
     )
+    mesh_update_budget_s: float = Field(
+        0.5,
+        gt=0,
+        description="one mesh update re-meshes changed blocks, longest waiting first, for about this long and "
+        "leaves the rest to the next: mapping waits meanwhile, and a LiDAR scan changes blocks 80 m around "
+        "(re-meshing all of them took 6.5 s an update on 2 cores, and the realtime tracker lost the map)",
+    )
     publish: PublisherConfig = Field(
         default_factory=PublisherConfig, description="ZeroMQ pose / mesh / status topics"
     )

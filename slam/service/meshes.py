@@ -28,10 +28,11 @@ def to_mesh_block(key: int, piece: BlockPiece | None) -> MeshBlock:
     return MeshBlock(int(key), piece.vertices, piece.faces.astype(np.uint32), colors)
 
 
-def changed_blocks(mesher: BlockMesher) -> list[MeshBlock]:
-    """Re-mesh what changed since the last call; the changed blocks (removed ones empty)."""
+def changed_blocks(mesher: BlockMesher, budget_s: float | None = None) -> list[MeshBlock]:
+    """Re-mesh what changed since the last call (for about ``budget_s``, the rest next time); the
+    re-meshed blocks (removed ones empty)."""
     mesher.batch_points = min(mesher.batch_points, LIVE_QUERY_POINTS)
-    return [to_mesh_block(key, mesher.pieces.get(key)) for key in mesher.update()]
+    return [to_mesh_block(key, mesher.pieces.get(key)) for key in mesher.update(budget_s)]
 
 
 def all_blocks(mesher: BlockMesher) -> list[MeshBlock]:

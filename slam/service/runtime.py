@@ -104,6 +104,7 @@ class SLAMService:
         self.publisher_enabled = publisher is not None or scfg.publish.enabled
         self.mesh_every_s = scfg.publish.mesh_every_s
         self.mesh_max_share = scfg.mesh_max_share
+        self.mesh_update_budget_s = scfg.mesh_update_budget_s
         self.source: Source | None = None
         self.publisher: Any | None = None
         self.control: ControlServer | None = None

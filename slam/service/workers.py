@@ -153,10 +153,10 @@ class MappingWorker(threading.Thread):
             mesher = getattr(svc.pipeline.mapper, "mesher", None)
             if mesher is None:  # the TSDF baseline: whole meshes on request only (full_mesh)
                 return
-            blocks = changed_blocks(mesher)
+            blocks = changed_blocks(mesher, svc.mesh_update_budget_s)
         cost = time.monotonic() - t0
         self.mesh_ms.append(cost * 1e3)
-        self._unmeshed = False
+        self._unmeshed = bool(mesher.dirty)  # blocks left for the next update
         # keep meshing to mesh_max_share of this thread's time: a slow update spaces out the next ones
         gap = max(svc.mesh_every_s, cost * (1.0 - svc.mesh_max_share) / svc.mesh_max_share)
         self._next_mesh = time.monotonic() + gap
