@@ -49,7 +49,7 @@ from slam.engine import TrackingResult
 from slam.frames import CameraIntrinsics, EventPacket, Frame, RGBDFrame
 from slam.geometry import se3_exp, se3_log
 from slam.neural_map import NeuralSDFMap
-from slam.tracking import Tracker, TrackerConfig
+from slam.tracking import Tracker, TrackerConfig, geman_mcclure_weight
 
 log = logging.getLogger(__name__)
 
@@ -300,7 +300,7 @@ class EventOdometry:
         prior = np.zeros((6, 6)) if prior is None else prior
         for _ in range(cfg.reweight):
             r = e + a @ xi
-            w = (s2 / (s2 + r * r)) ** 2
+            w = geman_mcclure_weight(r, cfg.robust_scale)
             sigma2 = max(float((w * r * r).sum() / max(w.sum(), 1e-9)), 1e-8)
             h = (a * w[:, None]).T @ a / sigma2 + prior
             h = h + cfg.damping * np.eye(6) * max(float(np.trace(h)) / 6, 1e-12)

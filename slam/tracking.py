@@ -37,7 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from slam.engine import TrackingResult
 from slam.frames import Frame, LidarScan, RGBDFrame
-from slam.geometry import backproject, invert_pose, se3_exp, se3_log
+from slam.geometry import backproject, invert_pose, se3_exp, se3_log, skew
 from slam.lidar import LidarFrontend
 from slam.neural_map import NeuralSDFMap
 
@@ -48,12 +48,18 @@ def axial_sigma(z: np.ndarray | float) -> np.ndarray:
     return 0.0012 + 0.0019 * (np.asarray(z, dtype=np.float64) - 0.4) ** 2
 
 
+def geman_mcclure_weight(r, scale: float):
+    """IRLS weight of residuals ``r`` (tensor or array) under a Geman-McClure kernel of ``scale``: about 1
+    well below the scale, falling as (scale / r)⁴ above it, so large residuals keep a bounded influence."""
+    s2 = scale * scale
+    return (s2 / (s2 + r * r)) ** 2
+
+
 def about_sensor_to_world(pose: np.ndarray) -> np.ndarray:
     """A (6×6) with ξ_world = A ξ for a perturbation ξ = (v, ω) about the sensor position c of ``pose``:
     Tr(c) exp(ξ) Tr(−c) = exp(A ξ), i.e. v_world = v + c × ω, ω unchanged."""
     a = np.eye(6)
-    c = pose[:3, 3]
-    a[:3, 3:] = np.array([[0.0, -c[2], c[1]], [c[2], 0.0, -c[0]], [-c[1], c[0], 0.0]])
+    a[:3, 3:] = skew(pose[:3, 3])
     return a
 
 
@@ -266,8 +272,9 @@ class Tracker:
         """Robust fit (sum of Geman-McClure weights, points outside fitted space count nothing) of each of
         ``n_candidates`` equal blocks of world points (one batched SDF query, no gradient)."""
         q = self.map.query(torch.from_numpy(world.reshape(-1, 3).astype(np.float32)), min_hits=self.cfg.min_hits)
-        s2 = self.cfg.robust_scale**2
-        weight = torch.where(q.valid, (s2 / (s2 + q.sdf.double() ** 2)) ** 2, torch.zeros((), dtype=torch.float64))
+        weight = torch.where(
+            q.valid, geman_mcclure_weight(q.sdf.double(), self.cfg.robust_scale), torch.zeros((), dtype=torch.float64)
+        )
         return weight.view(n_candidates, -1).sum(dim=1).numpy()
 
     def search_travel(self, points: np.ndarray, init: np.ndarray, last: np.ndarray) -> np.ndarray:
@@ -309,9 +316,7 @@ class Tracker:
         g = q.grad[keep].double()
         xc = x[keep].double() - torch.from_numpy(pose[:3, 3].astype(np.float64))  # about the sensor
         jac = torch.cat([g, torch.cross(xc, g, dim=1)], dim=1)  # N×6
-        # Geman-McClure weights keep the influence of large residuals bounded
-        s2 = scale * scale
-        w = (s2 / (s2 + r * r)) ** 2
+        w = geman_mcclure_weight(r, scale)
         if point_weights is not None:
             w = w * point_weights[keep.cpu()].to(w.device)
 
