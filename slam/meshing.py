@@ -122,7 +122,8 @@ class BlockMesher:
 
     def mesh_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """The whole mesh as (vertices, faces, colours or None), blocks concatenated."""
-        pieces = list(self.pieces.values())
+        # in block order, not in the order the blocks were last re-meshed: the same map gives the same file
+        pieces = [self.pieces[k] for k in sorted(self.pieces)]
         if not pieces:
             return np.zeros((0, 3), np.float32), np.zeros((0, 3), np.int32), None
         offsets = np.cumsum([0] + [len(p.vertices) for p in pieces[:-1]])
