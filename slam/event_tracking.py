@@ -488,17 +488,20 @@ class EventAidedTracker(Tracker):
         robust_scale: float | None = None,
         iterations: int | None = None,
         weights: np.ndarray | None = None,
+        sweep_fractions: np.ndarray | None = None,
+        sweep_prior: float = 0.0,
     ) -> tuple[np.ndarray, dict]:
         """As :meth:`Tracker.register`; from the events' prediction, with ``check_velocity``, also from the
         constant-velocity one, keeping the registration with more inliers (events can only help)."""
-        pose, rep = super().register(points, init, robust_scale, iterations, weights)
+        sweep = {"sweep_fractions": sweep_fractions, "sweep_prior": sweep_prior}
+        pose, rep = super().register(points, init, robust_scale, iterations, weights, **sweep)
         pred = self._prediction
         if pred is None or init is not pred.pose or not self.event_cfg.check_velocity:
             return pose, rep
         self._prediction = None  # the alternative registers without the events' prior
         extra, self.extra_term = self.extra_term, None
         try:
-            alt_pose, alt_rep = super().register(points, super().predict(), robust_scale, iterations, weights)
+            alt_pose, alt_rep = super().register(points, super().predict(), robust_scale, iterations, weights, **sweep)
         finally:
             self._prediction, self.extra_term = pred, extra
         if alt_rep["inlier_ratio"] > rep["inlier_ratio"]:

@@ -160,7 +160,7 @@ def voxel_downsample(points: np.ndarray, voxel_size: float) -> np.ndarray:
 # ------------------------------------------------------------------------------------------------ deskew
 
 
-def _apply_scaled_twist(points: np.ndarray, scale: np.ndarray, twist: np.ndarray) -> np.ndarray:
+def apply_scaled_twist(points: np.ndarray, scale: np.ndarray, twist: np.ndarray) -> np.ndarray:
     """``exp(scale_i · twist) · p_i`` for every point, without building one 4×4 matrix per point.
 
     All points share the rotation axis, so Rodrigues' formula and the SE(3) left Jacobian reduce to
@@ -212,7 +212,7 @@ def deskew(
         return points.astype(np.float32), float(reference_time or 0.0)
     ref = float(times.max()) if reference_time is None else float(reference_time)
     twist = se3_log(np.asarray(relative_motion, dtype=np.float64)) / scan_period
-    out = _apply_scaled_twist(points, times - ref, twist)
+    out = apply_scaled_twist(points, times - ref, twist)
     return out.astype(np.float32), ref
 
 

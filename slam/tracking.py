@@ -21,6 +21,14 @@ decimetres off. ``yaw_search_deg`` and ``travel_search_m`` (on in the LiDAR pres
 heading offsets, then a few offsets along the predicted travel, by how well a subset of points fits the
 map (one SDF query each, no gradient), and register from the best.
 
+A LiDAR sweep lasts a scan period during which the sensor keeps moving; the scan is deskewed with the
+motion of the last scans, but a body rocking on its suspension turns its rate around within tenths of a
+second, which no motion from past poses follows. With ``lidar.sweep_motion_prior`` on, the registration
+estimates the sweep's motion with the pose (12 unknowns: a point fired at a fraction u of the sweep before
+the scan's instant moves by u times the correction, so its Jacobian row is [J, u·J]) and the scan is
+re-deskewed with it before mapping. A prior holds the correction to the deskew's motion: ground seen ahead
+and behind confounds the sweep's pitch rate with the pitch itself.
+
 Prediction is constant velocity. When a frame fails (too few inliers or a large residual) the tracker
 reports it lost, keeps the prediction, and on the next frames re-registers from the last good pose
 with a wider robust kernel and more iterations until it converges again ("recovered").
@@ -39,6 +47,7 @@ from slam.engine import TrackingResult
 from slam.frames import Frame, LidarScan, RGBDFrame
 from slam.geometry import backproject, invert_pose, se3_exp, se3_log, skew
 from slam.lidar import LidarFrontend
+from slam.lidar_preprocess import apply_scaled_twist
 from slam.neural_map import NeuralSDFMap
 
 
@@ -207,9 +216,17 @@ class Tracker:
         robust_scale: float | None = None,
         iterations: int | None = None,
         weights: np.ndarray | None = None,
+        sweep_fractions: np.ndarray | None = None,
+        sweep_prior: float = 0.0,
     ) -> tuple[np.ndarray, dict]:
         """Gauss-Newton alignment of sensor-frame points (N×3, shuffled: the coarse stage takes a prefix) to
-        the map from ``init``, each point's term scaled by ``weights`` (N, default 1); returns (pose, report)."""
+        the map from ``init``, each point's term scaled by ``weights`` (N, default 1); returns (pose, report).
+
+        With ``sweep_fractions`` (N, each point's firing time as a fraction of the sweep before the pose's
+        instant, -1 … 0) the motion within the sweep is estimated too: a correction twist δ (v, ω over the
+        whole sweep, body frame) moves a point at fraction u by exp(u·δ), so each point's Jacobian row gains
+        u times its pose row, and a prior of weight ``sweep_prior`` (relative to the mean diagonal of the
+        pose block) holds δ to the deskew's motion. The report's ``sweep_correction`` is δ."""
         cfg = self.cfg
         points = np.asarray(points)
         if points.ndim != 2 or points.shape[1] != 3:
@@ -218,29 +235,49 @@ class Tracker:
             raise ValueError(f"weights must have shape ({points.shape[0]},), got {np.shape(weights)}")
         scale = robust_scale or cfg.robust_scale
         n_iter = iterations or cfg.iterations
+        sweep = sweep_fractions is not None and sweep_prior > 0 and len(points) > 0
+        if sweep_fractions is not None and np.shape(sweep_fractions) != (points.shape[0],):
+            raise ValueError(f"sweep_fractions must have shape ({points.shape[0]},), got {np.shape(sweep_fractions)}")
         pose = init.copy()
+        points64 = points.astype(np.float64)
         pts_all = torch.from_numpy(points.astype(np.float32))
         w_all = None if weights is None else torch.from_numpy(np.asarray(weights, dtype=np.float64))
+        u_all = torch.from_numpy(np.asarray(sweep_fractions, dtype=np.float64)) if sweep else None
+        correction = np.zeros(6)  # the sweep's added motion, body frame
         n_coarse = min(cfg.coarse_points, pts_all.shape[0])
         # an update moves the points by up to about |v| + |ω|·(their distance from the sensor)
-        lever = float(np.sqrt(np.mean(np.sum(points.astype(np.float64) ** 2, axis=1)))) if len(points) else 0.0
+        lever = float(np.sqrt(np.mean(np.sum(points64**2, axis=1)))) if len(points) else 0.0
         it_done = 0
         fit, fine = None, False
         for it in range(n_iter):
             fine = it >= cfg.coarse_iterations
             pts = pts_all if fine else pts_all[:n_coarse]
             w_pts = w_all if (fine or w_all is None) else w_all[:n_coarse]
-            xi, fit = self._step(pts, pose, scale, w_pts)
-            pose = apply_about_sensor(xi, pose)
+            if sweep:
+                u_pts = u_all if fine else u_all[:n_coarse]
+                xi, fit = self._step(pts, pose, scale, w_pts, u_pts, correction, sweep_prior)
+                rot = pose[:3, :3]
+                correction = correction + np.concatenate([rot.T @ xi[6:9], rot.T @ xi[9:]])
+                pts_all = torch.from_numpy(apply_scaled_twist(points64, sweep_fractions, correction).astype(np.float32))
+            else:
+                xi, fit = self._step(pts, pose, scale, w_pts)
+            pose = apply_about_sensor(xi[:6], pose)
             it_done = it + 1
-            if np.linalg.norm(xi[:3]) + np.linalg.norm(xi[3:]) * lever < cfg.converged_delta and it >= cfg.coarse_iterations:
+            # the sweep's correction moves a point by u·δ, half of it on average
+            moved = np.linalg.norm(xi[:3]) + np.linalg.norm(xi[3:6]) * lever
+            if sweep:
+                moved += 0.5 * (np.linalg.norm(xi[6:9]) + np.linalg.norm(xi[9:]) * lever)
+            if moved < cfg.converged_delta and it >= cfg.coarse_iterations:
                 break
         if fit is None or not fine:  # no iteration ran on all points: measure them now
             fit = self._evaluate(pts_all, pose)
         # else the fit of the last iteration: all points, at the pose before its update (below
         # converged_delta, or the last of the budget), which saves a query per frame
         residual, inlier_ratio, n_valid = fit
-        return pose, {"iterations": it_done, "residual": residual, "inlier_ratio": inlier_ratio, "valid": n_valid}
+        report = {"iterations": it_done, "residual": residual, "inlier_ratio": inlier_ratio, "valid": n_valid}
+        if sweep:
+            report["sweep_correction"] = correction
+        return pose, report
 
     def search_yaw(self, points: np.ndarray, init: np.ndarray) -> np.ndarray:
         """``init`` turned about the world z axis (through the sensor) by the offset within
@@ -303,15 +340,26 @@ class Tracker:
         return pts @ rot.T + trans
 
     def _step(
-        self, pts: torch.Tensor, pose: np.ndarray, scale: float, point_weights: torch.Tensor | None = None
+        self,
+        pts: torch.Tensor,
+        pose: np.ndarray,
+        scale: float,
+        point_weights: torch.Tensor | None = None,
+        sweep_fractions: torch.Tensor | None = None,
+        sweep_correction: np.ndarray | None = None,
+        sweep_prior: float = 0.0,
     ) -> tuple[np.ndarray, tuple[float, float, int]]:
-        """One Gauss-Newton update ξ from ``pose``, and the fit at ``pose`` (as ``_evaluate`` measures it)."""
+        """One Gauss-Newton update ξ from ``pose``, and the fit at ``pose`` (as ``_evaluate`` measures it).
+        With ``sweep_fractions``, ξ has 12 entries: the pose's, then the sweep motion's (world axes about the
+        sensor, like the pose's), whose prior pulls the correction so far (``sweep_correction``) back to 0."""
+        sweep = sweep_fractions is not None
+        n_out = 12 if sweep else 6
         x = self._world(pts, pose)
         q = self.map.query(x, gradient=True, min_hits=self.cfg.min_hits)
         fit = self._fit(q.sdf, q.valid)
         keep = q.valid & (q.sdf.abs() < 4 * scale + self.cfg.inlier_threshold)
         if int(keep.sum()) < 12:
-            return np.zeros(6), fit
+            return np.zeros(n_out), fit
         r = q.sdf[keep].double()
         g = q.grad[keep].double()
         xc = x[keep].double() - torch.from_numpy(pose[:3, 3].astype(np.float64))  # about the sensor
@@ -320,19 +368,29 @@ class Tracker:
         if point_weights is not None:
             w = w * point_weights[keep.cpu()].to(w.device)
 
+        if sweep:
+            jac = torch.cat([jac, jac * sweep_fractions[keep.cpu()].to(jac.device)[:, None]], dim=1)  # N×12
         h = (jac * w[:, None]).T @ jac
         b = (jac * (w * r)[:, None]).T @ torch.ones_like(r)[:, None]
         h_np, b_np = h.numpy(), b.numpy()[:, 0]
+        if sweep:
+            # prior δ = 0 on the sweep's correction, in the same world axes as this step's unknowns
+            prior = sweep_prior * max(float(np.trace(h_np[:6, :6])) / 6, 1e-9)
+            rot = pose[:3, :3]
+            assert sweep_correction is not None
+            h_np[6:, 6:] += prior * np.eye(6)
+            b_np[6:] += prior * np.concatenate([rot @ sweep_correction[:3], rot @ sweep_correction[3:]])
         if self.extra_term is not None:  # another sensor's term (slam.event_tracking); None: depth only
             # its ξ is about the world origin: ξ_world = A ξ_sensor, so H → AᵀHA and b → Aᵀb
             h_extra, b_extra = self.extra_term(pose)
             a = about_sensor_to_world(pose)
-            h_np, b_np = h_np + a.T @ h_extra @ a, b_np + a.T @ b_extra
-        h = h_np + self.cfg.damping * np.eye(6) * max(float(np.trace(h_np)) / 6, 1e-9)
+            h_np[:6, :6] += a.T @ h_extra @ a
+            b_np[:6] += a.T @ b_extra
+        h = h_np + self.cfg.damping * np.eye(n_out) * max(float(np.trace(h_np[:6, :6])) / 6, 1e-9)
         try:
             xi = -np.linalg.solve(h, b_np)
         except np.linalg.LinAlgError:
-            return np.zeros(6), fit
+            return np.zeros(n_out), fit
         return xi, fit
 
     def _evaluate(self, pts: torch.Tensor, pose: np.ndarray) -> tuple[float, float, int]:
@@ -373,8 +431,12 @@ class Tracker:
             prep = self.lidar.prepare(frame, motion, period)
             if len(prep.points) == 0:
                 raise ValueError(f"{frame.source_name or f'scan {frame.index}'}: no points left after preprocessing")
-            points, weights = self.lidar.tracking_points(prep, self.rng)
-            return self.track_points(points, frame.timestamp, weights=weights)
+            points, weights, fractions = self.lidar.tracking_points(prep, self.rng)
+            result = self.track_points(points, frame.timestamp, weights=weights, sweep_fractions=fractions)
+            correction = result.info.get("sweep_correction")
+            if correction is not None and not result.lost:
+                self.lidar.correct_deskew(frame, correction)  # the mapper then fits the re-deskewed scan
+            return result
         raise TypeError(f"the tracker takes RGBDFrame or LidarScan, not {type(frame).__name__}")
 
     def last_motion(self, window_s: float = 0.0) -> tuple[np.ndarray | None, float | None]:
@@ -398,9 +460,11 @@ class Tracker:
         timestamp: float,
         weights: np.ndarray | None = None,
         first_pose: np.ndarray | None = None,
+        sweep_fractions: np.ndarray | None = None,
     ) -> TrackingResult:
         """Track one set of sensor-frame points (N×3) taken at ``timestamp``: the first call defines the map
-        origin (``first_pose`` when known, else the identity) and needs no points."""
+        origin (``first_pose`` when known, else the identity) and needs no points. ``sweep_fractions``: see
+        :meth:`register` (LiDAR scans, when ``lidar.sweep_motion_prior`` is on)."""
         self.timestamps.append(float(timestamp))
         if not self.poses:
             pose = first_pose.copy() if first_pose is not None else np.eye(4)
@@ -411,19 +475,21 @@ class Tracker:
             raise ValueError("points are required after the first frame")
         recovering = self.lost_streak > 0
         second_guess = False
+        # the sweep's motion is estimated only where the pose is (the last, tightening registration)
+        sweep = {"sweep_fractions": sweep_fractions, "sweep_prior": self.lidar.cfg.sweep_motion_prior}
         if recovering:
             init = self.last_good
             pose, rep = self.register(
                 points, init, self.cfg.robust_scale * self.cfg.recovery_scale, 2 * self.cfg.iterations, weights
             )
-            pose, rep = self.register(points, pose, weights=weights)  # tighten with the normal kernel
+            pose, rep = self.register(points, pose, weights=weights, **sweep)  # tighten with the normal kernel
         else:
             init = self.search_travel(points, self.search_yaw(points, self.predict()), self.poses[-1])
-            pose, rep = self.register(points, init, weights=weights)
+            pose, rep = self.register(points, init, weights=weights, **sweep)
             if self._doubtful(rep):
                 # A wrong velocity feeds itself: the next prediction repeats it and a few iterations do
                 # not undo it. Try no motion from the last pose too and keep the better registration.
-                still_pose, still_rep = self.register(points, self.poses[-1], weights=weights)
+                still_pose, still_rep = self.register(points, self.poses[-1], weights=weights, **sweep)
                 if still_rep["inlier_ratio"] > rep["inlier_ratio"]:
                     pose, rep, second_guess = still_pose, still_rep, True
         lost = not (
@@ -448,5 +514,6 @@ class Tracker:
             inlier_ratio=rep["inlier_ratio"],
             lost=lost,
             recovered=recovered,
-            info={"points": int(points.shape[0]), "second_guess": second_guess},
+            info={"points": int(points.shape[0]), "second_guess": second_guess}
+            | ({"sweep_correction": rep["sweep_correction"]} if "sweep_correction" in rep else {}),
         )

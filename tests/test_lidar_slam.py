@@ -61,7 +61,7 @@ def test_tracking_points_take_the_ground_share_and_weights() -> None:
     fe = LidarFrontend(LidarConfig(tracking_points=1000, ground_fraction=0.2, ground_weight=0.5))
     prep = fe.prepare(LidarScan(0, 0.0, _box_scan()))
     assert 0.3 < prep.ground.mean() < 0.9
-    pts, w = fe.tracking_points(prep, np.random.default_rng(0))
+    pts, w, _ = fe.tracking_points(prep, np.random.default_rng(0))
     assert pts.shape == (1000, 3) and w.shape == (1000,)
     ground = w == 0.5
     assert ground.sum() == 200 and np.all(w[~ground] == 1.0)
@@ -178,7 +178,7 @@ def test_real_pair_registers_to_reference(shared_data: Path) -> None:
     mapper.integrate(target_scan, np.eye(4))
 
     prep = fe.prepare(LidarScan(1, 0.1, source, source_name="source.ply"))
-    points, weights = fe.tracking_points(prep, tracker.rng)
+    points, weights, _ = fe.tracking_points(prep, tracker.rng)
     pose, _ = tracker.register(points, np.eye(4), robust_scale=0.3, weights=weights)
     pose, report = tracker.register(points, pose, weights=weights)
     error = np.linalg.inv(reference) @ pose
