@@ -269,3 +269,36 @@ def test_the_service_tracks_lidar_and_publishes_end_of_sweep_poses(tmp_path: Pat
     traj = read_tum(result.trajectory_path)
     np.testing.assert_allclose([m.position for m in received], traj.poses[:, :3, 3], atol=1e-9)
     assert result.stats["ate_rmse_m"] < 0.03  # ground truth at the end of each sweep, as published
+
+
+def test_correct_deskew_gives_the_scan_deskewed_with_the_corrected_motion() -> None:
+    """A scan deskewed with a wrong sweep motion, then corrected by the difference (what the tracker
+    estimates), holds the points and ray origins that deskewing with the right motion gives, to first
+    order; the tracking points carry their firing times only when the estimate is on."""
+    from slam.geometry import se3_exp
+
+    points = _box_scan().astype(np.float32)
+    azimuth = np.arctan2(points[:, 1], points[:, 0])
+    times = ((azimuth + np.pi) / (2 * np.pi) - 1.0) * 0.1  # a 0.1 s sweep ending at the timestamp
+    right = np.array([0.8, 0.02, 0.0, 0.004, -0.006, 0.01])  # motion over the sweep (body twist)
+    wrong = np.array([0.8, 0.0, 0.0, 0.0, 0.0, 0.0])
+    config = LidarConfig(sweep_motion_prior=0.01, preprocess=LidarPreprocessConfig(voxel_size=0.0))
+    fe = LidarFrontend(config)
+
+    def prepared(motion: np.ndarray) -> LidarScan:
+        scan = LidarScan(0, 5.0, points, point_times=times.astype(np.float32))
+        fe.prepare(scan, se3_exp(motion), 0.1)
+        return scan
+
+    corrected, reference = prepared(wrong), prepared(right)
+    fe.correct_deskew(corrected, right - wrong)
+    a, b = fe.prepare(corrected), fe.prepare(reference)
+    assert np.array_equal(a.source_indices, b.source_indices)
+    # to first order: the two compositions differ by about |v|·|δω| / 2 = 0.8 m x 0.012 rad / 2, 5 mm
+    assert np.abs(a.points - b.points).max() < 0.01
+    assert np.abs(corrected.extra["lidar_origins"] - reference.extra["lidar_origins"]).max() < 0.01
+    assert np.abs(a.points - fe.prepare(prepared(wrong)).points).max() > 0.05  # the correction mattered
+    _, _, fractions = fe.tracking_points(a, np.random.default_rng(0))
+    assert fractions is not None and fractions.min() >= -1.0 and fractions.max() <= 0.0
+    off = LidarFrontend(LidarConfig(preprocess=LidarPreprocessConfig(voxel_size=0.0)))
+    assert off.tracking_points(a, np.random.default_rng(0))[2] is None
