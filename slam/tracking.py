@@ -317,21 +317,31 @@ class Tracker:
     def search_travel(self, points: np.ndarray, init: np.ndarray, last: np.ndarray) -> np.ndarray:
         """``init`` shifted along the predicted travel (``last`` → ``init``) by the offset within
         ``travel_search_m`` whose points fit best: braking or accelerating over dropped scans puts the
-        prediction decimetres off along a street, where parallel walls do not pull it back."""
+        prediction decimetres off along a street, where parallel walls do not pull it back. Without a
+        predicted travel (the second scan, no velocity yet) the offsets form a horizontal grid: a run that
+        starts while moving would otherwise begin with the travel of one scan missing."""
         cfg = self.cfg
         travel = init[:3, 3] - last[:3, 3]
-        if cfg.travel_search_m <= 0 or np.linalg.norm(travel) < 1e-3 or len(points) == 0:
+        if cfg.travel_search_m <= 0 or len(points) == 0:
             return init
-        direction = travel / np.linalg.norm(travel)
         half = int(np.floor(cfg.travel_search_m / cfg.travel_search_step_m + 1e-9))
-        offsets = np.arange(-half, half + 1) * cfg.travel_search_step_m
+        steps = np.arange(-half, half + 1) * cfg.travel_search_step_m
+        if np.linalg.norm(travel) >= 1e-3:
+            shifts = steps[:, None] * (travel / np.linalg.norm(travel))
+            zero = half
+        else:
+            # no motion known yet (the second scan of a run that starts while moving): the travel may be
+            # any horizontal direction, so try a grid in the world's horizontal plane
+            gx, gy = np.meshgrid(steps, steps, indexing="ij")
+            shifts = np.stack([gx.ravel(), gy.ravel(), np.zeros(gx.size)], axis=1)
+            zero = (len(shifts) - 1) // 2
         pts = points[: cfg.yaw_search_points].astype(np.float64) @ init[:3, :3].T + init[:3, 3]
-        score = self._score(pts[None] + offsets[:, None, None] * direction, len(offsets))
+        score = self._score(pts[None] + shifts[:, None, :], len(shifts))
         best = int(np.argmax(score))
-        if score[best] <= 0 or best == half:
+        if score[best] <= 0 or best == zero:
             return init
         out = init.copy()
-        out[:3, 3] += offsets[best] * direction
+        out[:3, 3] += shifts[best]
         return out
 
     def _world(self, pts: torch.Tensor, pose: np.ndarray) -> torch.Tensor:

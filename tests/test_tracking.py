@@ -464,6 +464,25 @@ def test_travel_search_finds_the_braking_offset_along_the_street() -> None:
     assert np.array_equal(searching.search_travel(points, truth, last), truth)
 
 
+def test_travel_search_without_a_velocity_tries_a_horizontal_grid() -> None:
+    """The second scan of a run that starts while moving: the prediction is the first pose (no velocity yet),
+    0.6 m behind along the street and 0.2 m to the side; the grid search finds where the scan fits."""
+    rng = np.random.default_rng(8)
+    points = street_scan(rng)
+    truth = np.eye(4)
+    truth[:3, 3] = (0.0, 0.0, 1.7)
+    first = truth.copy()
+    first[:3, 3] -= (0.6, 0.2, 0.0)
+    cfg = TrackerConfig(iterations=8, coarse_iterations=0, robust_scale=0.1, inlier_threshold=0.2, min_hits=0,
+                        travel_search_m=1.0)
+    searching = Tracker(AnalyticStreetMap(np.zeros(3)), cfg)  # type: ignore[arg-type]
+    assert pose_error(searching.register(points, first)[0], truth)[0] > 0.3  # registration alone stays behind
+    start = searching.search_travel(points, first, first)
+    assert pose_error(start, truth)[0] <= 0.15
+    assert pose_error(searching.register(points, start)[0], truth)[0] < 0.01
+    assert np.array_equal(searching.search_travel(points, truth, truth), truth)
+
+
 def test_deskew_motion_over_a_window_averages_out_pose_noise() -> None:
     """last_motion(window) spans the last tracked frames within the window (at least one interval): a roll
     error of ±0.3° that alternates from frame to frame makes the one-frame angular rate 6°/s wrong, the
