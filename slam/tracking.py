@@ -442,7 +442,14 @@ class Tracker:
             if len(prep.points) == 0:
                 raise ValueError(f"{frame.source_name or f'scan {frame.index}'}: no points left after preprocessing")
             points, weights, fractions = self.lidar.tracking_points(prep, self.rng)
-            result = self.track_points(points, frame.timestamp, weights=weights, sweep_fractions=fractions)
+            # the searches are for predictions over dropped scans: over a single sweep the constant-velocity
+            # prediction is within the basin (the whole loop at 10 Hz: the searches changed no pose)
+            span = float(np.ptp(frame.point_times)) if frame.point_times is not None and len(frame.point_times) else 0.0
+            gap = frame.timestamp - self.timestamps[-1] if self.timestamps else np.inf
+            search = len(self.poses) < 2 or not (span > 0 and gap <= 1.5 * span)  # (no velocity yet: search)
+            result = self.track_points(
+                points, frame.timestamp, weights=weights, sweep_fractions=fractions, search=search
+            )
             correction = result.info.get("sweep_correction")
             if correction is not None and not result.lost:
                 self.lidar.correct_deskew(frame, correction)  # the mapper then fits the re-deskewed scan
@@ -471,10 +478,12 @@ class Tracker:
         weights: np.ndarray | None = None,
         first_pose: np.ndarray | None = None,
         sweep_fractions: np.ndarray | None = None,
+        search: bool = True,
     ) -> TrackingResult:
         """Track one set of sensor-frame points (N×3) taken at ``timestamp``: the first call defines the map
         origin (``first_pose`` when known, else the identity) and needs no points. ``sweep_fractions``: see
-        :meth:`register` (LiDAR scans, when ``lidar.sweep_motion_prior`` is on)."""
+        :meth:`register` (LiDAR scans, when ``lidar.sweep_motion_prior`` is on). ``search``: whether the
+        heading and travel searches (when configured) may run for this frame."""
         self.timestamps.append(float(timestamp))
         if not self.poses:
             pose = first_pose.copy() if first_pose is not None else np.eye(4)
@@ -494,7 +503,9 @@ class Tracker:
             )
             pose, rep = self.register(points, pose, weights=weights, **sweep)  # tighten with the normal kernel
         else:
-            init = self.search_travel(points, self.search_yaw(points, self.predict()), self.poses[-1])
+            init = self.predict()
+            if search:
+                init = self.search_travel(points, self.search_yaw(points, init), self.poses[-1])
             pose, rep = self.register(points, init, weights=weights, **sweep)
             if self._doubtful(rep):
                 # A wrong velocity feeds itself: the next prediction repeats it and a few iterations do

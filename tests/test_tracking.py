@@ -539,3 +539,30 @@ def test_sweep_motion_is_estimated_with_the_pose() -> None:
     # without point times, or with the prior off, the sweep is not estimated
     assert "sweep_correction" not in tracker.register(scan, truth)[1]
     assert "sweep_correction" not in tracker.register(scan, truth, sweep_fractions=fractions, sweep_prior=0.0)[1]
+
+
+def test_offset_searches_run_only_when_the_prediction_spans_more_than_a_sweep(monkeypatch) -> None:
+    """At the sensor's rate a constant-velocity prediction covers one sweep and the searches (600 points
+    scored per offset) are skipped; they run for the second scan (no velocity yet) and after a gap."""
+    from slam.frames import LidarScan
+
+    rng = np.random.default_rng(9)
+    points = street_scan(rng, 3000).astype(np.float32)
+    azimuth = np.arctan2(points[:, 1], points[:, 0])
+    times = ((azimuth + np.pi) / (2 * np.pi) - 1.0) * 0.1  # a 0.1 s sweep ending at the timestamp
+    cfg = TrackerConfig(
+        iterations=4, coarse_iterations=0, robust_scale=0.1, inlier_threshold=0.2, max_residual=0.2, min_hits=0,
+        yaw_search_deg=3.0, travel_search_m=0.4,
+    )
+    tracker = Tracker(AnalyticStreetMap(np.zeros(3)), cfg)  # type: ignore[arg-type]
+    calls: list[float] = []
+    original = tracker.search_yaw
+    monkeypatch.setattr(tracker, "search_yaw", lambda pts, init: calls.append(len(tracker.poses)) or original(pts, init))
+    start = np.eye(4)
+    start[2, 3] = 1.7
+    for i, t in enumerate([0.0, 0.1, 0.2, 0.3, 0.7, 0.8]):  # the same place: a vehicle at rest, then a gap
+        scan = LidarScan(i, t, points, point_times=times.astype(np.float32), gt_pose=start)
+        result = tracker.track(scan)
+        assert not result.lost
+    # scans 1 (no velocity yet) and 4 (0.4 s after scan 3) searched; 2, 3 and 5 did not
+    assert calls == [1, 4], calls
