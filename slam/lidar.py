@@ -120,6 +120,15 @@ class LidarRays:
     ground: np.ndarray  # N bool
 
 
+def _sweep_fractions(prep: PreprocessedScan) -> np.ndarray | None:
+    """Each kept point's firing time as a fraction of the sweep before the scan's instant (-1 … 0), for a
+    deskewed scan with point times; else None."""
+    if not prep.deskewed or prep.point_times is None or len(prep.point_times) == 0:
+        return None
+    span = float(-prep.point_times.min())
+    return prep.point_times.astype(np.float64) / span if span > 0 else None
+
+
 def _check_scan(scan: LidarScan) -> None:
     if not np.all(np.isfinite(scan.points)):
         raise FrameError(f"{scan.source_name or f'scan {scan.index}'}: points contain NaN or inf")
@@ -175,23 +184,16 @@ class LidarFrontend:
         )
         pick = pick[rng.permutation(len(pick))]  # the tracker's coarse stage takes a prefix
         weights = np.where(prep.ground[pick], cfg.ground_weight, 1.0)
-        fractions = None
-        if cfg.sweep_motion_prior > 0 and prep.deskewed and prep.point_times is not None and len(pick):
-            span = float(-prep.point_times.min())
-            if span > 0:
-                fractions = prep.point_times[pick].astype(np.float64) / span
-        return prep.points[pick], weights, fractions
+        fractions = _sweep_fractions(prep) if cfg.sweep_motion_prior > 0 and len(pick) else None
+        return prep.points[pick], weights, None if fractions is None else fractions[pick]
 
     def correct_deskew(self, scan: LidarScan, sweep_correction: np.ndarray) -> None:
         """Re-deskew the cached preprocessing of ``scan`` (points and ray origins) by ``sweep_correction``, the
         body-frame twist (v, ω) the tracker added to the sweep's motion (over the whole sweep, first order)."""
         prep = scan.extra.get(CACHE_KEY)
-        if not isinstance(prep, PreprocessedScan) or prep.point_times is None or not prep.deskewed:
+        fractions = _sweep_fractions(prep) if isinstance(prep, PreprocessedScan) else None
+        if fractions is None:
             return
-        span = float(-prep.point_times.min())
-        if not span > 0:
-            return
-        fractions = prep.point_times.astype(np.float64) / span
         correction = np.asarray(sweep_correction, dtype=np.float64)
         prep.points = apply_scaled_twist(prep.points, fractions, correction).astype(np.float32)
         origins = scan.extra.get("lidar_origins")
