@@ -446,7 +446,12 @@ class ImuPlayback:
     def __init__(self, path: Path, buffer: ImuBuffer) -> None:
         rs = import_pyrealsense2()
         self.device = rs.context().load_device(str(path))
-        self.device.as_playback().set_real_time(False)
+        playback = self.device.as_playback()
+        playback.set_real_time(False)
+        # the status reads "stopped" before the playback thread has started as well as after it has ended:
+        # only a stop after "playing" means every sample was delivered
+        self._played = False
+        playback.set_status_changed_callback(self._on_status)
         sensors = [s for s in self.device.query_sensors() if s.is_motion_sensor()]
         self.sensor = sensors[0] if sensors else None
         if self.sensor is not None:
@@ -454,9 +459,19 @@ class ImuPlayback:
             self.sensor.open(profiles)
             self.sensor.start(buffer.on_frame)
 
+    def _on_status(self, status: Any) -> None:
+        rs = import_pyrealsense2()
+        if status == rs.playback_status.playing:
+            self._played = True
+
     def finished(self) -> bool:
         rs = import_pyrealsense2()
-        return self.sensor is None or self.device.as_playback().current_status() == rs.playback_status.stopped
+        if self.sensor is None:
+            return True
+        status = self.device.as_playback().current_status()
+        if status == rs.playback_status.playing:
+            self._played = True
+        return self._played and status == rs.playback_status.stopped
 
     def close(self) -> None:
         if self.sensor is not None:

@@ -105,6 +105,27 @@ def test_imu_samples_ride_along_with_the_frames(tmp_path: Path) -> None:
         assert f.imu.camera_from_imu is None
 
 
+def test_imu_playback_is_finished_only_after_it_played(tmp_path: Path) -> None:
+    """The second playback that reads a recording's IMU reports "stopped" before its thread starts as well
+    as after it ends: ``finished`` must not take the first for the second, or the first frames are handed
+    out before their IMU samples arrive (a race that lost frame 0's IMU under load)."""
+    from drivers.realsense import ImuBuffer, ImuPlayback
+
+    rec = plane_recording(3, depth_to_imu_m=(0.005, 0.006, 0.007))
+    rec.imu = []
+    for i, t in enumerate(rec.stamps_ms):
+        rec.imu.append(([(t - 12 + 5 * k, 0.1 * i, 9.81, 0.0) for k in range(3)], [(t - 11, 0.01, 0.0, 0.0)]))
+    path = write_recording(tmp_path / "imu.db3", rec)
+    buffer = ImuBuffer(keep=None)
+    playback = ImuPlayback(path, buffer)
+    try:
+        if playback.finished():  # only once everything was delivered
+            assert len(buffer.take_until(float("inf")).accel_t) == 9
+        assert buffer.wait_past(rec.stamps_ms[-1], playback.finished)
+    finally:
+        playback.close()
+
+
 def test_missing_colour_and_bad_files(tmp_path: Path) -> None:
     rec = plane_recording(4)
     rec.skip_color = {2}  # frame 2's colour never comes: it is paired with the newest colour seen
