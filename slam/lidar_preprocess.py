@@ -170,9 +170,8 @@ def apply_scaled_twist(points: np.ndarray, scale: np.ndarray, twist: np.ndarray)
     s = np.asarray(scale, dtype=np.float64)[:, None]
     v, w = twist[:3], twist[3:]
     theta = float(np.linalg.norm(w))
-    u = s * v  # translation part of the scaled twist, per point
     if theta < 1e-12:
-        return p + u
+        return p + s * v
     k = w / theta
     a = s * theta  # signed rotation angle per point
     small = np.abs(a) < 1e-6
@@ -180,12 +179,15 @@ def apply_scaled_twist(points: np.ndarray, scale: np.ndarray, twist: np.ndarray)
     sin_a, cos_a = np.sin(a), np.cos(a)
     c1 = np.where(small, a / 2.0, (1.0 - cos_a) / safe)  # (1 - cos a) / a
     c2 = np.where(small, a * a / 6.0, (a - sin_a) / safe)  # (a - sin a) / a
-    kp = np.cross(k, p)
-    kkp = np.cross(k, kp)
-    ku = np.cross(k, u)
-    kku = np.cross(k, ku)
+    # k × p as a matrix product (one 3×3 for all points: several times faster than np.cross); the
+    # translation s·v is a per-point scalar times one vector, so its cross products are constants
+    skew = np.array([[0.0, -k[2], k[1]], [k[2], 0.0, -k[0]], [-k[1], k[0], 0.0]])
+    kp = p @ skew.T
+    kkp = kp @ skew.T
+    kv = np.cross(k, v)
+    kkv = np.cross(k, kv)
     rotated = p + sin_a * kp + (1.0 - cos_a) * kkp
-    return rotated + u + c1 * ku + c2 * kku
+    return rotated + s * v + (c1 * s) * kv + (c2 * s) * kkv
 
 
 def deskew(
@@ -401,8 +403,8 @@ def preprocess_scan(
     scan_period: float | None = None,
     reference_time: float | None = None,
 ) -> PreprocessedScan:
-    """Deskew (when the scan has per-point times and a ``relative_motion`` is given), crop by range,
-    keep one point per voxel, then label the ground.
+    """Crop by range and keep one point per voxel (of the points as measured), deskew the points kept (when
+    the scan has per-point times and a ``relative_motion`` is given), then label the ground on them.
 
     ``relative_motion`` is the motion over the last ``scan_period`` seconds (see :func:`deskew`);
     ``scan_period`` defaults to the span of the scan's point times (a spinning LiDAR's sweep lasts one
@@ -413,22 +415,23 @@ def preprocess_scan(
     points = scan.points
     times = None if scan.point_times is None else scan.point_times.astype(np.float64)
     timestamp = float(scan.timestamp)
+    # crop and downsample before deskewing, which then moves only the points kept (a sixth of a 64-beam
+    # scan at 0.4 m), and the ground is segmented on those too: the crop's min_range is about the vehicle,
+    # which moves with the sensor, and a point per measured voxel samples the surfaces as densely as a
+    # point per deskewed voxel
+    keep = np.flatnonzero(range_mask(points, config.min_range, config.max_range))
+    if config.voxel_size > 0:
+        keep = keep[voxel_downsample(points[keep], config.voxel_size)]
+    kept_points = points[keep]
     deskewed = False
     if config.deskew and times is not None and relative_motion is not None and len(points):
         period = float(np.ptp(times)) if scan_period is None else float(scan_period)
         if period > 0:
-            points, ref = deskew(points, times, relative_motion, period, reference_time)
+            ref = float(times.max()) if reference_time is None else float(reference_time)
+            kept_points, _ = deskew(kept_points, times[keep], relative_motion, period, ref)
             timestamp += ref
             times = times - ref
             deskewed = True
-
-    keep = np.flatnonzero(range_mask(points, config.min_range, config.max_range))
-    kept_points = points[keep]
-    if config.voxel_size > 0:
-        # downsample first: the ground is then segmented on 5-7x fewer points (a 64-beam scan at 0.4 m),
-        # which labels 98-99 % of the kept points as segmenting the whole scan does, in a quarter of the time
-        chosen = voxel_downsample(kept_points, config.voxel_size)
-        keep, kept_points = keep[chosen], kept_points[chosen]
     ground_normals = None
     if config.ground.enabled:
         ground, ground_normals = segment_ground_with_normals(kept_points, config.ground)
