@@ -36,6 +36,7 @@ from slam.persistence import load_session, open_map
 from slam.service.queues import END, HandOff
 from slam.service.runtime import SLAMService
 from slam.service.startup import ServiceError, resolve_mode
+from slam.service.status import DropWatch
 
 REPO = Path(__file__).resolve().parents[1]
 SCENE = {"frames": 24, "width": 160, "height": 120, "noise": False, "progress": False}
@@ -162,6 +163,40 @@ def test_realtime_takes_the_newest_frame_and_counts_the_dropped(demo_frames, tmp
     traj = read_tum(result.trajectory_path)
     np.testing.assert_array_equal(traj.timestamps, stamps)
     assert position_errors(traj.timestamps, traj.poses, frames).max() < 1e-6
+
+
+def test_drop_watch_warns_once_when_the_tracker_falls_behind() -> None:
+    watch = DropWatch(window_s=10.0, share=0.3)
+    # 30 frames a second; second by second: 10 % dropped for 20 s, then 50 %, then none again
+    received = dropped = 0
+    warnings = []
+    for second in range(1, 61):
+        rate = 0.1 if second <= 20 else (0.5 if second <= 40 else 0.0)
+        received += 30
+        dropped += int(round(30 * rate))
+        warnings.append((second, watch.update(float(second), received, dropped, tracking_ms=120.0)))
+    said = [(t, w) for t, w in warnings if w]
+    assert len(said) == 1  # once per episode
+    t, text = said[0]
+    assert 21 < t <= 30  # within the window after the drops began
+    assert "falling behind" in text and "120 ms" in text and "%" in text
+    # caught up (under half the threshold) and then behind again: warned again
+    for second in range(61, 81):
+        received += 30
+        dropped += 15
+        if watch.update(float(second), received, dropped):
+            break
+    else:
+        raise AssertionError("no second warning after catching up and falling behind again")
+
+
+def test_drop_watch_needs_history_and_frames() -> None:
+    watch = DropWatch(window_s=10.0, share=0.3, min_frames=10)
+    assert watch.update(0.0, 0, 0) is None
+    assert watch.update(2.0, 100, 100) is None  # everything dropped, but only 2 s of history
+    slow = DropWatch(window_s=10.0, share=0.3, min_frames=10)
+    for second in range(12):  # a 0.5 Hz sensor: 6 frames in 12 s, all dropped: too few to judge
+        assert slow.update(float(second), second // 2, second // 2) is None
 
 
 class SlowFirstMapper:

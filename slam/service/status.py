@@ -3,6 +3,7 @@ the thread that publishes it periodically."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import deque
@@ -13,6 +14,8 @@ import psutil
 
 if TYPE_CHECKING:
     from slam.service.runtime import SLAMService
+
+log = logging.getLogger(__name__)
 
 
 class LatencyLog:
@@ -115,13 +118,50 @@ def _median_ms(values: list[float], last: int = 30) -> float | None:
     return round(float(np.median(recent)), 3) if recent else None
 
 
+class DropWatch:
+    """Tells when a realtime or live run tracks too few of the frames it receives: more than ``share`` of
+    those received over the last ``window_s`` seconds were dropped (the tracker took newer ones). Once per
+    episode: it warns again only after the share fell below half of ``share``."""
+
+    def __init__(self, window_s: float = 10.0, share: float = 0.3, min_frames: int = 10) -> None:
+        self.window_s, self.share, self.min_frames = window_s, share, min_frames
+        self._samples: deque[tuple[float, int, int]] = deque()
+        self.warned = False
+
+    def update(self, now: float, received: int, dropped: int, tracking_ms: float | None = None) -> str | None:
+        """Record the counters at ``now`` (seconds); the warning to log, or None."""
+        samples = self._samples
+        samples.append((now, received, dropped))
+        while len(samples) > 2 and now - samples[1][0] >= self.window_s:
+            samples.popleft()
+        t0, received0, dropped0 = samples[0]
+        frames = received - received0
+        if now - t0 < 0.5 * self.window_s or frames < self.min_frames:
+            return None
+        share = (dropped - dropped0) / frames
+        if self.warned:
+            self.warned = share >= 0.5 * self.share
+            return None
+        if share <= self.share:
+            return None
+        self.warned = True
+        cost = f" (tracking takes {tracking_ms:.0f} ms a frame)" if tracking_ms is not None else ""
+        return (
+            f"falling behind the sensor: {share:.0%} of the last {frames} frames were dropped{cost}; poses "
+            "between tracked frames are not estimated and tracking may be lost. Replay recordings in fast "
+            "mode (without --realtime), or see the README on speed (LiDAR: mapper.every)"
+        )
+
+
 class StatusThread(threading.Thread):
-    """Publishes the status every ``period_s`` (and moves the progress bar, when there is one)."""
+    """Publishes the status every ``period_s`` (and moves the progress bar, when there is one); in realtime
+    and live runs, warns when tracking falls behind the sensor (``DropWatch``)."""
 
     def __init__(self, svc: SLAMService, period_s: float, progress: Any | None = None) -> None:
         super().__init__(name="slam-status", daemon=True)
         self.svc, self.period_s, self.progress = svc, period_s, progress
         self.stop = threading.Event()
+        self.drops = DropWatch()
 
     def run(self) -> None:
         while not self.stop.wait(self.period_s):
@@ -130,6 +170,11 @@ class StatusThread(threading.Thread):
     def tick(self) -> None:
         status = service_status(self.svc)
         self.svc.publish_status(status)
+        if status["mode"] != "fast" and status["state"] == "running":
+            frames = status["frames"]
+            warning = self.drops.update(time.monotonic(), frames["received"], frames["dropped"], status["tracking_ms"])
+            if warning:
+                log.warning(warning)
         if self.progress is not None:
             self.progress.n = status["frames"]["tracked"]
             self.progress.set_postfix(fps=status["fps"], dropped=status["frames"]["dropped"], refresh=False)
