@@ -278,7 +278,10 @@ def _serve(cfg) -> None:
         err_console.print(f"publishing pose/mesh/status on {service.publisher.endpoint}", highlight=False)
     if service.control is not None:
         err_console.print(f"control requests on {service.control.cfg.address}", highlight=False)
-    with shutdown_on_signals(service):
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    # warnings logged during the run (e.g. falling behind the sensor) go above the progress bar, not into it
+    with shutdown_on_signals(service), logging_redirect_tqdm():
         result = service.run()
     _print_summary(result)
     s = result.stats
