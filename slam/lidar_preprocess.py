@@ -34,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from scipy.spatial import cKDTree
 
 from slam.frames import LidarScan
-from slam.geometry import se3_log
+from slam.geometry import se3_log, skew
 
 # voxel and cell keys are packed into one int64: 21 bits a coordinate
 _KEY_BITS = 21
@@ -181,9 +181,9 @@ def apply_scaled_twist(points: np.ndarray, scale: np.ndarray, twist: np.ndarray)
     c2 = np.where(small, a * a / 6.0, (a - sin_a) / safe)  # (a - sin a) / a
     # k × p as a matrix product (one 3×3 for all points: several times faster than np.cross); the
     # translation s·v is a per-point scalar times one vector, so its cross products are constants
-    skew = np.array([[0.0, -k[2], k[1]], [k[2], 0.0, -k[0]], [-k[1], k[0], 0.0]])
-    kp = p @ skew.T
-    kkp = kp @ skew.T
+    k_cross = skew(k)
+    kp = p @ k_cross.T
+    kkp = kp @ k_cross.T
     kv = np.cross(k, v)
     kkv = np.cross(k, kv)
     rotated = p + sin_a * kp + (1.0 - cos_a) * kkp
@@ -423,14 +423,16 @@ def preprocess_scan(
     if config.voxel_size > 0:
         keep = keep[voxel_downsample(points[keep], config.voxel_size)]
     kept_points = points[keep]
+    kept_times = None if times is None else times[keep]
     deskewed = False
     if config.deskew and times is not None and relative_motion is not None and len(points):
+        # the sweep's period and end come from all of its points, not only the kept ones
         period = float(np.ptp(times)) if scan_period is None else float(scan_period)
         if period > 0:
             ref = float(times.max()) if reference_time is None else float(reference_time)
-            kept_points, _ = deskew(kept_points, times[keep], relative_motion, period, ref)
+            kept_points, _ = deskew(kept_points, kept_times, relative_motion, period, ref)
             timestamp += ref
-            times = times - ref
+            kept_times = kept_times - ref
             deskewed = True
     ground_normals = None
     if config.ground.enabled:
@@ -443,7 +445,7 @@ def preprocess_scan(
         timestamp=timestamp,
         source_indices=keep.astype(np.int64),
         intensity=None if scan.intensity is None else scan.intensity[keep],
-        point_times=None if times is None else times[keep].astype(np.float32),
+        point_times=None if kept_times is None else kept_times.astype(np.float32),
         deskewed=deskewed,
         ground_normals=None if ground_normals is None else ground_normals.astype(np.float32),
     )
