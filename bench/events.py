@@ -1,6 +1,6 @@
 """Events benchmark: RGB-D alone against RGB-D + events, same frames, same run.
 
-Two sequences, both with simulated events (``slam.sim.events``) from a 320×240 event camera sharing
+Two sequences, both with simulated events (``drivers.sim.events``) from a 320×240 event camera sharing
 the RGB-D camera's optical centre and axes (its intrinsics are the RGB-D camera's scaled by 1/2):
 
 (a) the shared 7-Scenes redkitchen frames 0-599, tracked at stride 4 (7.5 Hz). Events come from all
@@ -14,9 +14,9 @@ the RGB-D camera's optical centre and axes (its intrinsics are the RGB-D camera'
     Colour motion-blurred as in (a), then darkened (``low_light``: 15 % of the range, shot and read
     noise).
 
-Both runs of a sequence use the same config and seed (``slam.replay.build_engine``); "RGB-D" tracks
-with ``slam.tracking.Tracker`` on frames without events, "RGB-D + events" with
-``slam.event_tracking.EventAidedTracker`` on the same frames carrying their events, attached by the
+Both runs of a sequence use the same config and seed (``slam.app.replay.build_engine``); "RGB-D" tracks
+with ``slam.engine.tracker.Tracker`` on frames without events, "RGB-D + events" with
+``slam.frontends.events.EventAidedTracker`` on the same frames carrying their events, attached by the
 project's ``EventSynchronizer``. Reported: ATE RMSE (unaligned and SE(3)-aligned), 1-s RPE, lost
 frames, Hz (tracked frames ÷ wall time of the tracking-and-mapping loop), event-term throughput
 (events ÷ time spent in the event term), and the synchroniser's and 1 ms slicing's events/s on the
@@ -76,7 +76,7 @@ def _packet(events, intr, t_end: float, index: int):
 
 def prepare_sevenscenes(data: Path, last: int, stride: int, progress: bool = True) -> Sequence:
     from drivers.sevenscenes import SevenScenesSource
-    from slam.sim.events import DepthWarper, EventSimConfig, blurred_color, rgbd_sequence_events
+    from drivers.sim.events import DepthWarper, EventSimConfig, blurred_color, rgbd_sequence_events
 
     t0 = time.perf_counter()
     frames, packets = [], []
@@ -114,7 +114,7 @@ def prepare_sevenscenes(data: Path, last: int, stride: int, progress: bool = Tru
 
 def prepare_demo(frames_total: int, stride: int, progress: bool = True) -> Sequence:
     from drivers.demo import DemoSource
-    from slam.sim.events import (
+    from drivers.sim.events import (
         DEMO_EVENTS_META,
         DepthWarper,
         Events,
@@ -195,9 +195,9 @@ EXPOSURE_S = 1.0 / 30.0  # the simulated colour camera's exposure (both sequence
 
 
 def run_tracking(seq: Sequence, with_events: bool, seed: int = 0) -> dict[str, Any]:
-    from slam.config import SLAMConfig
-    from slam.event_tracking import EventAidedTracker, EventTrackingConfig
-    from slam.replay import TrajectoryRecorder, build_engine, trajectory_accuracy
+    from slam.app.config import SLAMConfig
+    from slam.app.replay import TrajectoryRecorder, build_engine, trajectory_accuracy
+    from slam.frontends.events import EventAidedTracker, EventTrackingConfig
 
     cfg = SLAMConfig(seed=seed)
     engine = build_engine(cfg)

@@ -46,9 +46,9 @@ ORACLES = [
 
 
 def run_oracle(frames: list, prior: str | None, weight: float, noise_cm: float, seed: int = 0) -> dict[str, Any]:
-    from slam.config import SLAMConfig
-    from slam.geometry import se3_exp, se3_log
-    from slam.replay import TrajectoryRecorder, build_engine, trajectory_accuracy
+    from slam.app.config import SLAMConfig
+    from slam.app.replay import TrajectoryRecorder, build_engine, trajectory_accuracy
+    from slam.core.geometry import se3_exp, se3_log
 
     cfg = SLAMConfig(seed=seed)
     cfg.events.tracking.enabled = False  # the plain depth tracker (the event tracker resets extra_term per frame)
@@ -84,8 +84,8 @@ def run_oracle(frames: list, prior: str | None, weight: float, noise_cm: float, 
 
 
 def event_accuracy(seq) -> dict[str, float]:
-    from slam.event_tracking import EventOdometry, EventTrackingConfig
-    from slam.geometry import se3_exp, se3_log
+    from slam.core.geometry import se3_exp, se3_log
+    from slam.frontends.events import EventOdometry, EventTrackingConfig
 
     odometry = EventOdometry(EventTrackingConfig(exposure_s=EXPOSURE_S))
     rows = []

@@ -1,8 +1,8 @@
 """LiDAR benchmark: our engine (neural SDF map, Gauss-Newton tracker, mapper) against KISS-ICP on the
-generated drive (``slam.sim.lidar_dataset``, read through the ``kitti`` driver as ``lidar_demo``).
+generated drive (``drivers.sim.lidar_dataset``, read through the ``kitti`` driver as ``lidar_demo``).
 
 Both methods read the same scans with their per-point times (each deskews: ours with its constant-velocity
-motion in ``slam.lidar``, KISS-ICP with its own), start at the identity, which is the first ground-truth
+motion in ``slam.frontends.lidar``, KISS-ICP with its own), start at the identity, which is the first ground-truth
 pose, and report the pose at each scan's timestamp, **the end of the sweep**, which is also the instant of
 the ground truth. Scored the same way:
 
@@ -101,8 +101,8 @@ def kitti_relative_errors(
 
 
 def trajectory_scores(stamps: np.ndarray, gt: np.ndarray, est: np.ndarray) -> dict[str, Any]:
+    from slam.core.trajectory import Trajectory
     from slam.eval.metrics import ate
-    from slam.eval.trajectory import Trajectory
 
     ref, mine = Trajectory(stamps, gt), Trajectory(stamps, est)
     steps = np.linalg.norm(np.diff(gt[:, :3, 3], axis=0), axis=1)
@@ -131,8 +131,8 @@ def open_sequence(args: argparse.Namespace):
 
 
 def run_ours(args: argparse.Namespace) -> dict[str, Any]:
-    from slam.config import load_config
-    from slam.replay import run_replay
+    from slam.app.config import load_config
+    from slam.app.replay import run_replay
 
     overrides: dict[str, Any] = {
         "source": {
@@ -146,7 +146,7 @@ def run_ours(args: argparse.Namespace) -> dict[str, Any]:
         overrides["source"]["path"] = str(args.cache)
     cfg = load_config(args.config, overrides)
     result = run_replay(cfg)
-    from slam.eval.trajectory import read_trajectory
+    from slam.core.trajectory import read_trajectory
 
     est = read_trajectory(result.trajectory_path)
     with open_sequence(args) as source:
@@ -177,7 +177,7 @@ def run_kiss(args: argparse.Namespace, drop_ground: bool = False) -> dict[str, A
     from kiss_icp.config import load_config as kiss_load_config
     from kiss_icp.kiss_icp import KissICP
 
-    from slam.lidar_preprocess import segment_ground
+    from slam.frontends.lidar_preprocess import segment_ground
 
     config = kiss_load_config(None)  # its defaults: max range 100 m, voxel size 1 m
     config.data.deskew = True

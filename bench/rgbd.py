@@ -7,7 +7,7 @@ start at the first ground-truth pose (so unaligned ATE is comparable) and are sc
 * fps end to end: frames / wall time of the whole loop, frame reading included (``stats.json``'s
   ``wall_s``/``fps`` for ours; the peers' loops are timed the same way), and tracking ms per frame;
 * peak RSS: each method runs in its own process (``--only METHOD``), which reports its own peak
-  (``VmHWM``) after the loop and the mesh extraction (where ``slam.replay`` measures ours);
+  (``VmHWM``) after the loop and the mesh extraction (where ``slam.app.replay`` measures ours);
 * map MB: ours ``stats.json`` ``map_mb``; Open3D dense: active voxel blocks x 16^3 x bytes per voxel;
 * mesh accuracy / completion against a reference mesh fused from the same frames at their
   ground-truth poses (Open3D TSDF, 1 cm voxels, depth_max 4 m; cached in the output folder).
@@ -56,7 +56,7 @@ DEPTH_MIN = 0.1
 DEPTH_MAX = 4.0
 DEPTH_DIFF = 0.07  # odometry_distance_thr of Open3D's example
 TRUNC_VOXEL_MULTIPLIER = 8.0
-MIN_FITNESS = 0.05  # below this fraction of inliers a peer's frame counts as lost (as slam.baseline)
+MIN_FITNESS = 0.05  # below this fraction of inliers a peer's frame counts as lost (as slam.engine.baseline)
 
 
 @dataclass(frozen=True)
@@ -114,9 +114,9 @@ def peak_rss_mb() -> float:
 def trajectory_accuracy(
     stamps: list[float], poses: list[np.ndarray], gt_stamps: list[float], gt_poses: list[np.ndarray]
 ) -> dict[str, float | None]:
-    """ATE (unaligned, SE(3)-aligned) and 1-s RPE translation RMSE in metres, as ``slam.replay`` does."""
+    """ATE (unaligned, SE(3)-aligned) and 1-s RPE translation RMSE in metres, as ``slam.app.replay`` does."""
+    from slam.core.trajectory import Trajectory
     from slam.eval.metrics import ate, rpe
-    from slam.eval.trajectory import Trajectory
 
     out: dict[str, float | None] = {"ate_rmse_m": None, "ate_rmse_aligned_m": None, "rpe_trans_1s_m": None}
     if len(gt_stamps) < 2:
@@ -137,7 +137,7 @@ def trajectory_accuracy(
 
 
 def _write_trajectory(path: Path, stamps: list[float], poses: list[np.ndarray]) -> None:
-    from slam.eval.trajectory import Trajectory, write_tum
+    from slam.core.trajectory import Trajectory, write_tum
 
     write_tum(path, Trajectory(np.array(stamps, dtype=np.float64), np.array(poses).reshape(-1, 4, 4)))
 
@@ -362,9 +362,9 @@ def run_o3d_odometry(spec: FrameSpec, out_dir: Path) -> dict[str, Any]:
 
 
 def run_ours(spec: FrameSpec, out_dir: Path, sets: list[str], config: Path | None = None) -> dict[str, Any]:
-    """Our engine through ``slam.replay.run_replay`` in its default config (plus ``--set`` overrides)."""
-    from slam.config import load_config, merge_trees, parse_overrides
-    from slam.replay import run_replay
+    """Our engine through ``slam.app.replay.run_replay`` in its default config (plus ``--set`` overrides)."""
+    from slam.app.config import load_config, merge_trees, parse_overrides
+    from slam.app.replay import run_replay
 
     base = {
         "source": {

@@ -56,7 +56,7 @@ def run_subscribers(address: str, count: int, out: Path) -> None:
     once every socket has a message, and on SIGTERM writes socket 0's pose receipts to ``out``."""
     import zmq
 
-    from slam.wire import PoseMessage, WireError, decode
+    from slam.transport.wire import PoseMessage, WireError, decode
 
     stop = False
 
@@ -123,7 +123,7 @@ class SubscriberProcess:
 
 
 def service_config(args: argparse.Namespace, mode: str, out_dir: Path):
-    from slam.config import merge_trees, parse_overrides, validate_config
+    from slam.app.config import merge_trees, parse_overrides, validate_config
 
     if args.quick:
         tree = merge_trees(QUICK_TREE, {"source": {"options": {"progress": False}}})

@@ -29,9 +29,9 @@ import time
 import numpy as np
 import zmq
 
-from slam.client import PoseSubscriber
-from slam.publishers import PublisherConfig, ServicePublisher
-from slam.wire import TOPIC_POSE, TOPIC_STATUS, decode
+from slam.transport.client import PoseSubscriber
+from slam.transport.publishers import PublisherConfig, ServicePublisher
+from slam.transport.wire import TOPIC_POSE, TOPIC_STATUS, decode
 
 
 def run_subscriber(address: str, sockets: int) -> None:

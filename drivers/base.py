@@ -1,6 +1,6 @@
 """The one source abstraction every driver implements, and the registry that finds drivers by name.
 
-A ``Source`` iterates frames (``slam.frames`` types), may know its length, and is closed when done.
+A ``Source`` iterates frames (``slam.core.frames`` types), may know its length, and is closed when done.
 Recorded sequences subclass ``SequenceSource``: they list their frames up front (so a missing folder
 or an unreadable index file fails at construction, naming the file), and decode one frame at a time;
 a frame that fails to decode is skipped, counted in ``frames_skipped`` and logged, and the run goes on.
@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
-from slam.frames import Frame, FrameError
+from slam.core.frames import Frame, FrameError
 
 log = logging.getLogger(__name__)
 

@@ -1,13 +1,13 @@
 """The built-in demo scene: a procedurally generated furnished room with exact ground truth.
 
-On first use the sequence is rendered by ``slam.sim`` (ray casting on the CPU, a Kinect-like depth-noise
+On first use the sequence is rendered by ``drivers.sim`` (ray casting on the CPU, a Kinect-like depth-noise
 model; about 65 CPU-seconds for the default 300 frames at 640×480, split over two processes) into the cache
 (``$SLAM_CACHE_DIR`` or ``~/.cache/neural-slam``, or the folder given as ``path``) under
 ``demo/<hash of the parameters>``, in the 7-Scenes layout; later runs with the same parameters reuse it.
 Frames are then served by the 7-Scenes driver. ``gt_mesh_path`` is the scene's exact mesh.
 
 With ``events=True`` the frames also carry the events of a simulated event camera at the colour camera's
-optical centre and axes (``event_scale`` of its resolution): ESIM-style events (``slam.sim.events``)
+optical centre and axes (``event_scale`` of its resolution): ESIM-style events (``drivers.sim.events``)
 from renders along the scene's continuous camera path, as many per frame period as keep the flow between
 renders within about 2 px. The stream is simulated once per scene and event camera and cached under
 ``demo_events/<hash>`` (about 10 CPU-seconds per 30 frames at 320×240). Each frame gets, as
@@ -28,9 +28,9 @@ import numpy as np
 from drivers.base import SequenceSource, SourceError
 from drivers.image_io import read_matrix
 from drivers.sevenscenes import SevenScenesSource
-from slam.frames import RGBDFrame
-from slam.sim import DemoSceneConfig, ensure_scene
-from slam.sim.dataset import MESH_FILE
+from drivers.sim import DemoSceneConfig, ensure_scene
+from drivers.sim.dataset import MESH_FILE
+from slam.core.frames import RGBDFrame
 
 EVENT_MAX_FLOW_PX = 2.0  # flow between two renders of the event simulation (1 px takes twice as long)
 
@@ -83,7 +83,7 @@ class DemoSource(SevenScenesSource):
         self._stream = None
         self._warper = None
         if self.event_intrinsics is not None:
-            from slam.sim.events import EventSimConfig, ensure_demo_events
+            from drivers.sim.events import EventSimConfig, ensure_demo_events
 
             intr = self.event_intrinsics
             if min(intr.width, intr.height) < 8:
@@ -100,14 +100,14 @@ class DemoSource(SevenScenesSource):
         if frame.color is None:
             return frame
         if self.blur > 0 and entry > 0 and frame.gt_pose is not None:
-            from slam.sim.events import DepthWarper, blurred_color
+            from drivers.sim.events import DepthWarper, blurred_color
 
             if self._warper is None:
                 self._warper = DepthWarper(frame.intrinsics)
             previous = read_matrix(self._path(entry - 1, "pose.txt"), (4, 4))  # one frame period earlier
             frame.color = blurred_color(frame, previous, exposure=self.blur, warper=self._warper)
         if self.low_light:
-            from slam.sim.events import low_light
+            from drivers.sim.events import low_light
 
             frame.color = low_light(frame.color, np.random.default_rng([self.config.seed, entry, 0x11]))
         return frame
@@ -116,7 +116,7 @@ class DemoSource(SevenScenesSource):
         if self.events_folder is None:
             yield from super().__iter__()
             return
-        from slam.sim.events import Events, load_events
+        from drivers.sim.events import Events, load_events
 
         if self._stream is None:
             self._stream = load_events(self.events_folder)

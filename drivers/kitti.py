@@ -10,12 +10,12 @@
   (row-major 3×4). They are converted to the LiDAR frame, ``T_lidar = Tr⁻¹ · T_cam · Tr``, so
   ``gt_pose`` is the LiDAR-to-world pose with the world at the first LiDAR pose when the first camera
   pose is the identity;
-- optionally (not part of KITTI; written by ``slam.sim.lidar_dataset``) ``velodyne_times/NNNNNN.bin``:
+- optionally (not part of KITTI; written by ``drivers.sim.lidar_dataset``) ``velodyne_times/NNNNNN.bin``:
   one float32 per point of the scan with the same number, the point's time in seconds relative to the
   scan's timestamp. Scans then carry ``point_times``.
 
 Which instant of the sweep a scan's timestamp and pose denote depends on who recorded it: for the
-generated sequences it is the end of the sweep (``slam.sim.lidar_dataset``).
+generated sequences it is the end of the sweep (``drivers.sim.lidar_dataset``).
 
 Bad input: a ``.bin`` whose size is not a multiple of 16 bytes, an empty scan, a scan with no finite
 point, or a time file of the wrong size makes that scan skipped and counted (with the file named);
@@ -34,9 +34,9 @@ import numpy as np
 from drivers.base import FrameDecodeError, SequenceSource, SourceError
 from drivers.image_io import require_dir
 from drivers.lidar_io import finite_rows, read_float32_sidecar, read_kitti_bin, read_times_file
-from slam.eval.trajectory import TrajectoryError, read_kitti
-from slam.frames import LidarScan
-from slam.geometry import invert_pose
+from slam.core.frames import LidarScan
+from slam.core.geometry import invert_pose
+from slam.core.trajectory import TrajectoryError, read_kitti
 
 log = logging.getLogger(__name__)
 

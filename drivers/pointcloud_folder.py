@@ -5,7 +5,7 @@
   ``drivers.lidar_io.point_times_seconds``) and ``ring`` attributes are used when the file has them.
 - Timestamps: the ``times`` file (one a line, as many as scans), else those of a TUM ``poses`` file with
   as many poses as scans, else index / ``fps``.
-- Ground truth, optional: ``poses``, a TUM or KITTI trajectory file (read by ``slam.eval.trajectory``)
+- Ground truth, optional: ``poses``, a TUM or KITTI trajectory file (read by ``slam.core.trajectory``)
   of sensor-to-world poses. A KITTI file has one pose per scan. A TUM file is matched to the scans by
   nearest timestamp within ``max_difference`` seconds when scan times are known (scans without a match
   have none), else it must have one pose per scan.
@@ -40,8 +40,8 @@ from drivers.lidar_io import (
     read_point_cloud_file,
     read_times_file,
 )
-from slam.eval.trajectory import TrajectoryError, associate_indices, read_trajectory
-from slam.frames import LidarScan
+from slam.core.frames import LidarScan
+from slam.core.trajectory import TrajectoryError, associate_indices, read_trajectory
 
 log = logging.getLogger(__name__)
 

@@ -49,7 +49,7 @@ import numpy as np
 
 from drivers.base import FrameDecodeError, Source, SourceError
 from drivers.reconnect import Backoff, DeviceLost, DeviceUnavailable, ReconnectingReader, StreamEnded
-from slam.frames import CameraIntrinsics, FrameError, ImuSamples, RGBDFrame
+from slam.core.frames import CameraIntrinsics, FrameError, ImuSamples, RGBDFrame
 
 log = logging.getLogger(__name__)
 

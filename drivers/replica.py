@@ -27,7 +27,7 @@ import numpy as np
 
 from drivers.base import FrameDecodeError, SequenceSource, SourceError
 from drivers.image_io import read_color, read_depth_png, require_dir
-from slam.frames import CameraIntrinsics, RGBDFrame
+from slam.core.frames import CameraIntrinsics, RGBDFrame
 
 log = logging.getLogger(__name__)
 

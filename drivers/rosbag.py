@@ -36,7 +36,7 @@ from drivers.lidar_io import (
     first_present,
     point_times_seconds,
 )
-from slam.frames import FrameError, LidarScan
+from slam.core.frames import FrameError, LidarScan
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from drivers.base import FrameDecodeError, SequenceSource, SourceError
 from drivers.image_io import read_color, read_depth_png, read_matrix, require_dir
-from slam.frames import CameraIntrinsics, RGBDFrame
+from slam.core.frames import CameraIntrinsics, RGBDFrame
 
 DEFAULT_K = np.array([[585.0, 0.0, 320.0], [0.0, 585.0, 240.0], [0.0, 0.0, 1.0]])
 _DEPTH_RE = re.compile(r"^frame-(\d+)\.depth\.png$")

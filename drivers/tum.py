@@ -30,8 +30,8 @@ import numpy as np
 
 from drivers.base import FrameDecodeError, SequenceSource, SourceError
 from drivers.image_io import read_color, read_depth_png, require_dir
-from slam.frames import CameraIntrinsics, RGBDFrame
-from slam.geometry import pose_from_tum
+from slam.core.frames import CameraIntrinsics, RGBDFrame
+from slam.core.geometry import pose_from_tum
 
 log = logging.getLogger(__name__)
 

@@ -41,7 +41,7 @@ def _fail(message: str, code: int = 2) -> None:
 
 
 def _load(config: Path | None, sets: list[str] | None, extra: dict[str, Any] | None = None):
-    from slam.config import ConfigError, load_config, merge_trees, parse_overrides
+    from slam.app.config import ConfigError, load_config, merge_trees, parse_overrides
 
     try:
         overrides = parse_overrides(sets or [])
@@ -68,7 +68,7 @@ def config_dump(
     plain: Annotated[bool, typer.Option(help="omit the description comments")] = False,
 ) -> None:
     """Print the configuration as YAML: the defaults, or FILE merged over them, with each key described."""
-    from slam.config import dump_config
+    from slam.app.config import dump_config
 
     typer.echo(dump_config(_load(config, sets), commented=not plain), nl=False)
 
@@ -144,7 +144,7 @@ def record(
 
 def _run(cfg) -> Any:
     from drivers.base import SourceError
-    from slam.replay import run_replay
+    from slam.app.replay import run_replay
 
     try:
         return run_replay(cfg)
@@ -266,7 +266,7 @@ def demo(
 def _serve(cfg) -> None:
     """Run the service until the recording ends, a signal or the shutdown command; print the summary."""
     from drivers.base import SourceError
-    from slam.persistence import MapFileError
+    from slam.app.persistence import MapFileError
     from slam.service.runtime import SLAMService, shutdown_on_signals
     from slam.service.startup import ServiceError
 
@@ -348,7 +348,7 @@ def launch(
     check: Annotated[bool, typer.Option("--check", help="validate the launch file and exit")] = False,
 ) -> None:
     """Run a ready setup from launch/ (a config plus service options); --set and flags override it."""
-    from slam.config import ConfigError, merge_trees, parse_overrides
+    from slam.app.config import ConfigError, merge_trees, parse_overrides
     from slam.service.launch import load_launch
 
     try:
@@ -388,7 +388,7 @@ def echo(
     import yaml
     import zmq
 
-    from slam.client import MeshSubscriber, PoseSubscriber, StatusSubscriber
+    from slam.transport.client import MeshSubscriber, PoseSubscriber, StatusSubscriber
 
     subscribers = {"pose": PoseSubscriber, "status": StatusSubscriber, "mesh": MeshSubscriber}
     if topic not in subscribers:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from slam.frames import CameraIntrinsics, RGBDFrame
+from slam.core.frames import CameraIntrinsics, RGBDFrame
 
 
 def box_room():

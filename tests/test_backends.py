@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from slam.neural_map import NeuralMapConfig, NeuralSDFMap, build_map, tcnn_available
+from slam.map.neural_map import NeuralMapConfig, NeuralSDFMap, build_map, tcnn_available
 
 
 def test_auto_picks_torch_without_cuda_or_tcnn():

@@ -1,4 +1,4 @@
-"""slam.client: light imports, iterator and callback APIs, restarts, malformed messages, mesh assembly,
+"""slam.transport.client: light imports, iterator and callback APIs, restarts, malformed messages, mesh assembly,
 and a subscriber written against docs/wire_format.md alone."""
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ import pytest
 import zmq
 from transport_util import ANY_PORT, pose_at, wait_subscribed
 
-from slam.client import MeshAssembler, PoseSubscriber, StatusSubscriber
-from slam.publishers import PublisherConfig, ServicePublisher
-from slam.wire import MeshBlock, MeshMessage, encode_pose
+from slam.transport.client import MeshAssembler, PoseSubscriber, StatusSubscriber
+from slam.transport.publishers import PublisherConfig, ServicePublisher
+from slam.transport.wire import MeshBlock, MeshMessage, encode_pose
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -36,11 +36,11 @@ def _publisher(context, address: str = ANY_PORT) -> ServicePublisher:
 
 def test_importing_the_client_loads_neither_torch_nor_the_engine():
     code = (
-        "import sys, slam.client; "
+        "import sys, slam.transport.client; "
         "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith(('torch.', 'slam', 'pydantic'))))"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "['slam', 'slam.client', 'slam.wire']"
+    assert out.stdout.strip() == "['slam', 'slam.transport', 'slam.transport.client', 'slam.transport.wire']"
 
 
 def test_doc_subscriber_imports_nothing_from_slam():

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from slam.config import ConfigError, SLAMConfig, dump_config, load_config, parse_overrides
+from slam.app.config import ConfigError, SLAMConfig, dump_config, load_config, parse_overrides
 
 CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
 

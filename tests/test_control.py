@@ -9,7 +9,14 @@ import zmq
 from pydantic import ValidationError
 from transport_util import ANY_PORT
 
-from slam.control import COMMANDS, ControlClient, ControlConfig, ControlError, ControlServer, ControlTimeout
+from slam.transport.control import (
+    COMMANDS,
+    ControlClient,
+    ControlConfig,
+    ControlError,
+    ControlServer,
+    ControlTimeout,
+)
 
 
 @pytest.fixture

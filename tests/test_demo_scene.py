@@ -1,4 +1,4 @@
-"""The built-in demo scene (slam.sim) and its driver: determinism, caching, geometry, noise, trajectory."""
+"""The built-in demo scene (drivers.sim) and its driver: determinism, caching, geometry, noise, trajectory."""
 
 from __future__ import annotations
 
@@ -13,9 +13,7 @@ from scipy.ndimage import maximum_filter, minimum_filter
 
 from drivers.base import SourceError, open_source
 from drivers.demo import DemoSource
-from slam.frames import RGBDFrame
-from slam.geometry import backproject, invert_pose, rotation_angle, transform_points
-from slam.sim import (
+from drivers.sim import (
     DemoSceneConfig,
     DepthNoiseParams,
     Renderer,
@@ -25,8 +23,10 @@ from slam.sim import (
     ensure_scene,
     scene_folder,
 )
-from slam.sim import dataset as sim_dataset
-from slam.sim.indoor import ROOM_MAX, ROOM_MIN
+from drivers.sim import dataset as sim_dataset
+from drivers.sim.indoor import ROOM_MAX, ROOM_MIN
+from slam.core.frames import RGBDFrame
+from slam.core.geometry import backproject, invert_pose, rotation_angle, transform_points
 
 SMALL = {"frames": 12, "width": 160, "height": 120}
 

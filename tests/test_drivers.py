@@ -24,8 +24,8 @@ from drivers.base import SequenceSource, SourceError, available_sources, open_so
 from drivers.replica import ReplicaSource
 from drivers.sevenscenes import SevenScenesSource
 from drivers.tum import ROS_DEFAULT_INTRINSICS, TUMSource
-from slam.frames import RGBDFrame
-from slam.geometry import pose_from_tum
+from slam.core.frames import RGBDFrame
+from slam.core.geometry import pose_from_tum
 
 W, H, N = 64, 48, 5
 JPEG_TOL = 4  # JPEG at quality 100 without chroma subsampling is within ±3 on these images

@@ -620,9 +620,9 @@ def _sphere_depth_from_above(height: float, intr) -> np.ndarray:
 
 
 def test_completion_over_observed_reference_only(spheres):
+    from slam.core.frames import CameraIntrinsics
     from slam.eval import mesh_metrics
     from slam.eval.mesh import observed_mask
-    from slam.frames import CameraIntrinsics
 
     unit, _, half = spheres
     intr = CameraIntrinsics(fx=200.0, fy=200.0, cx=80.0, cy=60.0, width=160, height=120)

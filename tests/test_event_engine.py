@@ -10,11 +10,11 @@ import pytest
 
 from drivers.base import SourceError, open_source
 from drivers.demo import DemoSource
-from slam.config import ConfigError, SLAMConfig, load_config, merge_trees, parse_overrides
-from slam.event_tracking import EventAidedTracker
-from slam.geometry import se3_log
-from slam.replay import build_engine, open_configured_source, run_replay
-from slam.tracking import Tracker
+from slam.app.config import ConfigError, SLAMConfig, load_config, merge_trees, parse_overrides
+from slam.app.replay import build_engine, open_configured_source, run_replay
+from slam.core.geometry import se3_log
+from slam.engine.tracker import Tracker
+from slam.frontends.events import EventAidedTracker
 
 SCENE = {"frames": 40, "width": 160, "height": 120, "noise": False, "progress": False}
 EVENTS = {"events": True, "event_scale": 1.0}
@@ -167,7 +167,7 @@ def test_events_path_attaches_a_recording_to_the_configured_source(demo_root: Pa
 def test_frames_dropped_before_tracking_hand_their_events_on() -> None:
     """Live / realtime: the frame hand-off drops stale frames; their events go to the next frame, so the
     tracked frame's events cover the time since the last tracked frame, as in replay."""
-    from slam.frames import CameraIntrinsics, EventPacket, RGBDFrame
+    from slam.core.frames import CameraIntrinsics, EventPacket, RGBDFrame
     from slam.service.driver import QueuedFrame, carry_events
     from slam.service.queues import HandOff
 

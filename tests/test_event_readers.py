@@ -27,8 +27,8 @@ from drivers.events.text import (
     read_image_index,
     read_imu,
 )
-from slam.config import ConfigError, load_config
-from slam.frames import EventPacket
+from slam.app.config import ConfigError, load_config
+from slam.core.frames import EventPacket
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Event simulator (slam.sim.events): known answers on synthetic ramps, refractory period, threshold
+"""Event simulator (drivers.sim.events): known answers on synthetic ramps, refractory period, threshold
 noise, warping, and the colour degradations."""
 
 from __future__ import annotations
@@ -9,9 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from slam.frames import CameraIntrinsics, EventPacket
-from slam.geometry import se3_exp
-from slam.sim.events import (
+from drivers.sim.events import (
     DepthWarper,
     Events,
     EventSimConfig,
@@ -22,6 +20,8 @@ from slam.sim.events import (
     motion_blur,
     simulate,
 )
+from slam.core.frames import CameraIntrinsics, EventPacket
+from slam.core.geometry import se3_exp
 
 SHARED = Path(os.environ.get("SLAM_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 KITCHEN = SHARED / "7scenes-redkitchen"
@@ -195,7 +195,7 @@ def test_empty_events_and_concat():
 @pytest.mark.skipif(not KITCHEN.is_dir(), reason="shared 7-Scenes frames not available")
 def test_rgbd_sequence_events_are_sorted_and_inside_each_interval():
     from drivers.sevenscenes import SevenScenesSource
-    from slam.sim.events import rgbd_sequence_events
+    from drivers.sim.events import rgbd_sequence_events
 
     with SevenScenesSource(KITCHEN, first=0, last=2) as src:
         frames = list(src)
@@ -211,7 +211,7 @@ def test_rgbd_sequence_events_are_sorted_and_inside_each_interval():
 
 
 def test_demo_events_render_the_continuous_path():
-    from slam.sim.events import demo_events
+    from drivers.sim.events import demo_events
 
     intr = CameraIntrinsics(26.25, 26.25, 15.5, 11.5, 32, 24)
     per_frame, worst = demo_events(0, 3, 30.0, intr, EventSimConfig(), max_flow=0.25, max_substeps=8)

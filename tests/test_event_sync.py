@@ -8,8 +8,8 @@ import pytest
 
 from drivers.base import Source
 from drivers.events.sync import EventCameraConfig, EventSyncedSource, EventSynchronizer
-from slam.config import ConfigError, load_config
-from slam.frames import CameraIntrinsics, EventPacket, RGBDFrame
+from slam.app.config import ConfigError, load_config
+from slam.core.frames import CameraIntrinsics, EventPacket, RGBDFrame
 
 K = CameraIntrinsics(50.0, 50.0, 3.5, 2.5, 8, 6)
 

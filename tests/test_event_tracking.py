@@ -1,4 +1,4 @@
-"""slam.event_tracking: the event residual's Jacobian against a finite difference, pose propagation from
+"""slam.frontends.events: the event residual's Jacobian against a finite difference, pose propagation from
 simulated events, and the tracker hook (a no-op without events)."""
 
 from __future__ import annotations
@@ -9,13 +9,13 @@ import torch
 from scipy.ndimage import gaussian_filter
 from synthetic import box_room, look_at, render_frame
 
-from slam.event_tracking import EventAidedTracker, EventOdometry, EventTrackingConfig, event_image
-from slam.frames import CameraIntrinsics, RGBDFrame
-from slam.geometry import se3_exp, se3_log
-from slam.mapping import Mapper, MapperConfig
-from slam.neural_map import NeuralMapConfig, NeuralSDFMap
-from slam.sim.events import DepthWarper, EventSimConfig, EventSimulator, interpolate_pose, log_intensity
-from slam.tracking import Tracker, TrackerConfig
+from drivers.sim.events import DepthWarper, EventSimConfig, EventSimulator, interpolate_pose, log_intensity
+from slam.core.frames import CameraIntrinsics, RGBDFrame
+from slam.core.geometry import se3_exp, se3_log
+from slam.engine.mapper import Mapper, MapperConfig
+from slam.engine.tracker import Tracker, TrackerConfig
+from slam.frontends.events import EventAidedTracker, EventOdometry, EventTrackingConfig, event_image
+from slam.map.neural_map import NeuralMapConfig, NeuralSDFMap
 
 INTR = CameraIntrinsics(100.0, 100.0, 59.5, 44.5, 120, 90)
 
@@ -72,7 +72,7 @@ def simulate_motion(img, depth, pose, end_pose, duration=0.05, steps=40):
     for i in range(1, steps + 1):
         a = i / steps
         parts.append(sim.step(log_intensity(warper.warp(img, depth, pose, interpolate_pose(pose, end_pose, a))), a * duration))
-    from slam.sim.events import Events
+    from drivers.sim.events import Events
 
     return Events.concat(parts).packet(INTR.width, INTR.height, timestamp=duration, intrinsics=INTR)
 
@@ -141,8 +141,8 @@ def test_extra_term_hook_pulls_towards_a_prior(room_setup):
 
 
 def test_deblurring_with_events_sharpens_a_blurred_keyframe():
-    from slam.event_tracking import deblur
-    from slam.sim.events import log_intensity as log_i
+    from drivers.sim.events import log_intensity as log_i
+    from slam.frontends.events import deblur
 
     img, depth, pose = textured_scene()
     end_pose = se3_exp(np.array([0.03, 0.0, 0.0, 0.0, 0.01, 0.0])) @ pose  # several pixels of motion
@@ -153,7 +153,7 @@ def test_deblurring_with_events_sharpens_a_blurred_keyframe():
     sharp = subs[-1]
     sim = EventSimulator(INTR.width, INTR.height, EventSimConfig(contrast_threshold=0.1, threshold_sigma=0.0, refractory_s=0.0, log_eps=1e-3))
     sim.reset(log_i(subs[0], 1e-3), 0.0)
-    from slam.sim.events import Events
+    from drivers.sim.events import Events
 
     ev = Events.concat([sim.step(log_i(s, 1e-3), i / steps * 0.03) for i, s in enumerate(subs[1:], 1)])
     packet = ev.packet(INTR.width, INTR.height, intrinsics=INTR)
@@ -178,8 +178,8 @@ def test_binned_event_image_is_the_mean_over_its_cells():
 
 
 def test_event_aided_tracker_uses_events_and_tracks_the_room(room_setup):
-    from slam.geometry import backproject
-    from slam.sim.events import rgbd_sequence_events
+    from drivers.sim.events import rgbd_sequence_events
+    from slam.core.geometry import backproject
 
     m, frames = room_setup
     textured = []

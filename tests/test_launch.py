@@ -9,8 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from drivers.base import source_class
+from slam.app.config import ConfigError
 from slam.cli import app
-from slam.config import ConfigError
 from slam.service.launch import load_launch
 from slam.service.startup import ServiceError, check_source
 

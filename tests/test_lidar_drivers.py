@@ -18,8 +18,8 @@ from drivers.kitti import KittiSource
 from drivers.lidar_io import point_times_seconds
 from drivers.pointcloud_folder import PointCloudFolderSource, load_registration_pair
 from drivers.rosbag import RosbagSource
-from slam.config import ConfigError, load_config
-from slam.geometry import invert_pose, pose_to_tum
+from slam.app.config import ConfigError, load_config
+from slam.core.geometry import invert_pose, pose_to_tum
 
 N_SCANS = 5
 

@@ -1,4 +1,4 @@
-"""LiDAR preprocessing (slam.lidar_preprocess) on generated clouds with known answers: range crop, voxel
+"""LiDAR preprocessing (slam.frontends.lidar_preprocess) on generated clouds with known answers: range crop, voxel
 downsampling, deskew under a known constant-velocity motion, ground segmentation on sloped ground."""
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ import pytest
 from pydantic import ValidationError
 from scipy.spatial.transform import Rotation
 
-from slam.frames import LidarScan
-from slam.geometry import invert_pose, se3_exp, se3_log, transform_points
-from slam.lidar_preprocess import (
+from slam.core.frames import LidarScan
+from slam.core.geometry import invert_pose, se3_exp, se3_log, transform_points
+from slam.frontends.lidar_preprocess import (
     GroundSegmentationConfig,
     LidarPreprocessConfig,
     deskew,

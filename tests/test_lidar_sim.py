@@ -1,4 +1,4 @@
-"""The generated LiDAR sequence (slam.sim.outdoor, slam.sim.lidar, slam.sim.lidar_dataset): the sensor
+"""The generated LiDAR sequence (drivers.sim.outdoor, drivers.sim.lidar, drivers.sim.lidar_dataset): the sensor
 model against analytic ranges, the motion distortion and its removal, the drive, and the KITTI layout
 read back by the kitti driver with its ground truth."""
 
@@ -14,12 +14,12 @@ import pytest
 from drivers.base import open_source
 from drivers.kitti import KittiSource
 from drivers.lidar_demo import LidarDemoSource
-from slam.geometry import invert_pose, rotation_angle, transform_points
-from slam.lidar_preprocess import deskew, segment_ground
-from slam.sim import lidar_dataset
-from slam.sim.lidar import PRESETS, SpinningLidar, simulate_sweep
-from slam.sim.lidar_dataset import LidarSequenceConfig, SequenceWorld, ensure_sequence, sequence_folder
-from slam.sim.outdoor import LABELS, build_outdoor_scene
+from drivers.sim import lidar_dataset
+from drivers.sim.lidar import PRESETS, SpinningLidar, simulate_sweep
+from drivers.sim.lidar_dataset import LidarSequenceConfig, SequenceWorld, ensure_sequence, sequence_folder
+from drivers.sim.outdoor import LABELS, build_outdoor_scene
+from slam.core.geometry import invert_pose, rotation_angle, transform_points
+from slam.frontends.lidar_preprocess import deskew, segment_ground
 
 TINY = LidarSequenceConfig(seed=0, scans=4, lidar=SpinningLidar.preset(16, columns=256))
 

@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from slam.config import load_config
-from slam.frames import FrameError, LidarScan
-from slam.geometry import rotation_angle
-from slam.lidar import LidarConfig, LidarFrontend
-from slam.lidar_preprocess import LidarPreprocessConfig
-from slam.mapping import Mapper, MapperConfig
-from slam.neural_map import NeuralMapConfig, NeuralSDFMap
-from slam.tracking import Tracker, TrackerConfig
+from slam.app.config import load_config
+from slam.core.frames import FrameError, LidarScan
+from slam.core.geometry import rotation_angle
+from slam.engine.mapper import Mapper, MapperConfig
+from slam.engine.tracker import Tracker, TrackerConfig
+from slam.frontends.lidar import LidarConfig, LidarFrontend
+from slam.frontends.lidar_preprocess import LidarPreprocessConfig
+from slam.map.neural_map import NeuralMapConfig, NeuralSDFMap
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -37,7 +37,7 @@ def test_lidar_presets_load_with_lidar_scales(name: str, points_voxel: float) ->
 
 
 def test_lidar_config_rejects_bad_values() -> None:
-    from slam.config import ConfigError
+    from slam.app.config import ConfigError
 
     with pytest.raises(ConfigError, match="lidar.ground_fraction"):
         load_config(None, {"lidar": {"ground_fraction": 1.5}})
@@ -196,7 +196,7 @@ def test_simulated_drive_tracks_through_replay(tmp_path: Path) -> None:
     generated drive, preset lidar_32; trajectory, mesh and stats with ATE at the end-of-sweep instant."""
     import json
 
-    from slam.replay import run_replay
+    from slam.app.replay import run_replay
 
     cfg = load_config(
         CONFIGS / "lidar_32.yaml",
@@ -235,9 +235,9 @@ def test_the_service_tracks_lidar_and_publishes_end_of_sweep_poses(tmp_path: Pat
     """`slam run` with a LiDAR driver: the same service threads, every scan's pose published in order."""
     from transport_util import ANY_PORT, wait_subscribed
 
-    from slam.client import PoseSubscriber
-    from slam.eval.trajectory import read_tum
+    from slam.core.trajectory import read_tum
     from slam.service.runtime import SLAMService
+    from slam.transport.client import PoseSubscriber
 
     cfg = load_config(
         CONFIGS / "lidar_32.yaml",
@@ -275,7 +275,7 @@ def test_correct_deskew_gives_the_scan_deskewed_with_the_corrected_motion() -> N
     """A scan deskewed with a wrong sweep motion, then corrected by the difference (what the tracker
     estimates), holds the points and ray origins that deskewing with the right motion gives, to first
     order; the tracking points carry their firing times only when the estimate is on."""
-    from slam.geometry import se3_exp
+    from slam.core.geometry import se3_exp
 
     points = _box_scan().astype(np.float32)
     azimuth = np.arctan2(points[:, 1], points[:, 0])

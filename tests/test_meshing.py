@@ -1,4 +1,4 @@
-"""slam.meshing: marching cubes over allocated blocks, incrementally: accuracy on a fitted sphere, pieces
+"""slam.map.meshing: marching cubes over allocated blocks, incrementally: accuracy on a fitted sphere, pieces
 that meet across blocks, re-meshing only dirty blocks, vertex colours, and no surface outside allocated
 space."""
 
@@ -12,9 +12,9 @@ import torch
 # the fitted sphere is shared with test_neural_map (fitted once per session when both run)
 from test_neural_map import VOXEL, band_samples, fit_shape, fitted
 
-from slam.meshing import BlockMesher, extract_mesh
-from slam.neural_map import NeuralMapConfig, NeuralSDFMap
-from slam.voxel_grid import pack_keys
+from slam.map.meshing import BlockMesher, extract_mesh
+from slam.map.neural_map import NeuralMapConfig, NeuralSDFMap
+from slam.map.voxel_grid import pack_keys
 
 
 def block_side(m: NeuralSDFMap) -> float:
@@ -214,7 +214,7 @@ def test_no_vertices_outside_allocated_voxels() -> None:
 def test_fine_samples_only_near_the_surface_give_the_same_mesh(monkeypatch) -> None:
     """The coarse pass (SDF at voxel corners) skips unfitted voxels and voxels far from the surface: the
     mesh must be the one that sampling every block's whole fine grid gives, from far fewer queries."""
-    import slam.meshing as meshing
+    import slam.map.meshing as meshing
 
     m = fit_shape("sphere")  # a map of its own: this test allocates more space in it
     # and a shell of allocated but never fitted space about it (as behind surfaces and in free space)

@@ -1,4 +1,4 @@
-"""slam.neural_map: fitting analytic SDFs directly (no mapper), the analytic spatial gradient, growth of the
+"""slam.map.neural_map: fitting analytic SDFs directly (no mapper), the analytic spatial gradient, growth of the
 allocation, persistence through state()/load_state(), and the read/write lock."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from slam.neural_map import NeuralMapConfig, NeuralSDFMap
+from slam.map.neural_map import NeuralMapConfig, NeuralSDFMap
 
 VOXEL = 0.05
 BAND = 0.08  # fitting band half-width (m)

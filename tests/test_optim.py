@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from slam.optim import RowAdam
+from slam.map.optim import RowAdam
 
 
 def _run(optimizer_cls, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -44,7 +44,7 @@ def test_row_adam_rejects_dense_gradients():
 
 def test_row_adam_sort_path_equals_mask_path(monkeypatch: pytest.MonkeyPatch):
     """Large tables find the touched rows by sorting the gradient's indices: the same update bit for bit."""
-    import slam.optim as optim
+    import slam.map.optim as optim
 
     monkeypatch.setattr(optim, "_MASK_ROWS_PER_ENTRY", 10**9)
     masked, _ = _run(RowAdam, 10)
@@ -55,7 +55,7 @@ def test_row_adam_sort_path_equals_mask_path(monkeypatch: pytest.MonkeyPatch):
 
 def test_row_adam_follows_a_grown_parameter():
     """``follow`` hands a parameter's moments to its grown replacement: the same steps as without growth."""
-    from slam.voxel_grid import grow_rows
+    from slam.map.voxel_grid import grow_rows
 
     gen = torch.Generator().manual_seed(1)
     plain = torch.nn.Parameter(torch.randn(40, 4, generator=gen))

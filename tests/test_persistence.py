@@ -1,4 +1,4 @@
-"""slam.persistence: a map file round-trips the SDF exactly, with keyframes and trajectory; writes are
+"""slam.app.persistence: a map file round-trips the SDF exactly, with keyframes and trajectory; writes are
 atomic; corrupt, foreign, unsafe or wrong-version files are refused with the file named."""
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ import pytest
 import torch
 from synthetic import box_room, look_at, render_frame
 
-from slam import persistence
-from slam.mapping import Mapper, MapperConfig
-from slam.neural_map import NeuralMapConfig, NeuralSDFMap
-from slam.persistence import MapFileError, capture, load_session, open_map, restore_mapper, save_session
+from slam.app import persistence
+from slam.app.persistence import MapFileError, capture, load_session, open_map, restore_mapper, save_session
+from slam.engine.mapper import Mapper, MapperConfig
+from slam.map.neural_map import NeuralMapConfig, NeuralSDFMap
 
 TARGET = np.array([0.6, -0.4, -0.6])
 
@@ -198,7 +198,7 @@ def test_outputs_get_ordinary_file_permissions(tmp_path: Path) -> None:
     import os
     import stat
 
-    from slam.persistence import write_text_atomic
+    from slam.app.persistence import write_text_atomic
 
     write_text_atomic(tmp_path / "stats.json", "{}\n")
     mask = os.umask(0)

@@ -11,10 +11,10 @@ import zmq
 from pydantic import ValidationError
 from transport_util import ANY_PORT, pose_at, wait_subscribed
 
-from slam.client import MeshAssembler, MeshSubscriber, PoseSubscriber, StatusSubscriber
-from slam.engine import TrackingResult
-from slam.publishers import PublisherConfig, ServicePublisher, tracking_status
-from slam.wire import MeshBlock, MeshMessage
+from slam.engine.engine import TrackingResult
+from slam.transport.client import MeshAssembler, MeshSubscriber, PoseSubscriber, StatusSubscriber
+from slam.transport.publishers import PublisherConfig, ServicePublisher, tracking_status
+from slam.transport.wire import MeshBlock, MeshMessage
 
 
 @pytest.fixture

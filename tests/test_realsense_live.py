@@ -14,9 +14,9 @@ from typer.testing import CliRunner
 
 from drivers.base import available_sources, source_class
 from drivers.reconnect import Backoff, DeviceLost, DeviceUnavailable, ReconnectingReader, StreamEnded
+from slam.app.config import load_config
 from slam.cli import app
-from slam.config import load_config
-from slam.frames import FrameError, ImuSamples
+from slam.core.frames import FrameError, ImuSamples
 from slam.service.launch import load_launch
 from slam.service.startup import check_source
 

@@ -18,7 +18,7 @@ from synthetic import box_room, look_at, render_frame  # noqa: E402
 from transport_util import RecordingPublisher  # noqa: E402
 
 from slam.cli import app  # noqa: E402
-from slam.geometry import invert_pose  # noqa: E402
+from slam.core.geometry import invert_pose  # noqa: E402
 
 TARGET = np.array([0.6, -0.4, -0.6])
 
@@ -57,7 +57,7 @@ def test_slam_replay_plays_a_realsense_recording(room_recording, tmp_path: Path)
     traj = np.loadtxt(out / "trajectory.txt")
     np.testing.assert_array_equal(traj[:, 0], [round(t, 6) / 1000.0 for t in stamps])
     # the tracker starts at the identity: compare with the path relative to its first pose
-    from slam.geometry import pose_from_tum
+    from slam.core.geometry import pose_from_tum
 
     estimates = pose_from_tum(traj[:, 1:])
     for estimate, truth in zip(estimates, poses):
@@ -66,7 +66,7 @@ def test_slam_replay_plays_a_realsense_recording(room_recording, tmp_path: Path)
 
 
 def test_service_runs_a_recording_and_reports_the_sensor(room_recording, tmp_path: Path) -> None:
-    from slam.config import SLAMConfig
+    from slam.app.config import SLAMConfig
     from slam.service.runtime import SLAMService
 
     path, poses, stamps = room_recording

@@ -27,16 +27,16 @@ from transport_util import ANY_PORT, RecordingPublisher, wait_subscribed
 
 from drivers.base import Source
 from drivers.demo import DemoSource
-from slam.client import MeshSubscriber, PoseSubscriber
-from slam.config import SLAMConfig, merge_trees
-from slam.control import ControlClient
-from slam.engine import Engine, TrackingResult
-from slam.eval.trajectory import read_tum
-from slam.persistence import load_session, open_map
+from slam.app.config import SLAMConfig, merge_trees
+from slam.app.persistence import load_session, open_map
+from slam.core.trajectory import read_tum
+from slam.engine.engine import Engine, TrackingResult
 from slam.service.queues import END, HandOff
 from slam.service.runtime import SLAMService
 from slam.service.startup import ServiceError, resolve_mode
 from slam.service.status import DropWatch
+from slam.transport.client import MeshSubscriber, PoseSubscriber
+from slam.transport.control import ControlClient
 
 REPO = Path(__file__).resolve().parents[1]
 SCENE = {"frames": 24, "width": 160, "height": 120, "noise": False, "progress": False}
@@ -456,7 +456,7 @@ def test_bad_start_fails_before_anything_runs(demo_root, tmp_path) -> None:
     with pytest.raises(Exception, match=r"gone\.pt: no such map file"):
         SLAMService(cfg)
     with pytest.raises(Exception, match=r"service: Value error, localize_only needs a map"):
-        from slam.config import validate_config
+        from slam.app.config import validate_config
 
         validate_config(service_tree(demo_root, tmp_path, service={"localize_only": True}), "x.yaml")
 
@@ -518,7 +518,7 @@ def test_sigterm_during_replay_leaves_complete_trajectory_and_map(demo_root, dem
 
 
 def test_replay_scores_its_mesh_against_the_scene_mesh_where_the_camera_looked(demo_root, tmp_path) -> None:
-    from slam.replay import run_replay
+    from slam.app.replay import run_replay
 
     tree = service_tree(demo_root, tmp_path / "replay")
     tree["output"]["save_mesh"] = True

@@ -1,4 +1,4 @@
-"""slam.tracking: registration of depth points to a neural SDF map built by the mapper, on the synthetic
+"""slam.engine.tracker: registration of depth points to a neural SDF map built by the mapper, on the synthetic
 box room (exact depth, known poses) and on real 7-Scenes frames; lost / recovered reporting."""
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ import torch
 from scipy.spatial.transform import Rotation
 from synthetic import box_room, look_at, render_frame
 
-from slam.frames import RGBDFrame
-from slam.geometry import invert_pose, se3_exp, transform_points
-from slam.mapping import Mapper, MapperConfig
-from slam.neural_map import NeuralMapConfig, NeuralSDFMap
-from slam.tracking import Tracker, TrackerConfig
+from slam.core.frames import RGBDFrame
+from slam.core.geometry import invert_pose, se3_exp, transform_points
+from slam.engine.mapper import Mapper, MapperConfig
+from slam.engine.tracker import Tracker, TrackerConfig
+from slam.map.neural_map import NeuralMapConfig, NeuralSDFMap
 
 TARGET = np.array([0.6, -0.4, -0.6])
 
@@ -31,7 +31,7 @@ def pose_error(estimate: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
     """(translation error in m, rotation error in degrees) of a camera-to-world estimate."""
     rel = invert_pose(truth) @ estimate
     # scipy projects onto the nearest rotation: 7-Scenes poses are orthonormal only to ~1e-4, which
-    # arccos((tr R - 1) / 2) (slam.geometry.rotation_angle) turns into phantom rotations of ~1 degree
+    # arccos((tr R - 1) / 2) (slam.core.geometry.rotation_angle) turns into phantom rotations of ~1 degree
     return float(np.linalg.norm(rel[:3, 3])), float(np.degrees(Rotation.from_matrix(rel[:3, :3]).magnitude()))
 
 
@@ -262,7 +262,7 @@ def test_register_real_frame_from_perturbed_ground_truth(redkitchen: Path) -> No
 
 
 def test_constant_velocity_prediction_scales_with_the_time_between_frames():
-    from slam.geometry import se3_exp
+    from slam.core.geometry import se3_exp
 
     tracker = Tracker(NeuralSDFMap(NeuralMapConfig(device="cpu")))
     step = se3_exp(np.array([0.02, -0.01, 0.005, 0.01, 0.02, -0.015]))  # one 1/30 s frame's motion
@@ -309,7 +309,7 @@ def test_mapper_every_maps_only_every_nth_frame(room) -> None:
 
 
 def test_ray_normals_of_a_tilted_plane_and_edges() -> None:
-    from slam.mapping import normals_at, surface_pixels
+    from slam.engine.mapper import normals_at, surface_pixels
 
     fx = fy = 100.0
     cx, cy = 40.0, 30.0
@@ -355,7 +355,7 @@ class AnalyticStreetMap:
         return torch.minimum(torch.minimum(ground, facades), posts)
 
     def query(self, points: torch.Tensor, gradient: bool = False, color: bool = False, min_hits: int = 0):
-        from slam.neural_map import MapQuery
+        from slam.map.neural_map import MapQuery
 
         x = points.detach().double().requires_grad_(True)
         with torch.enable_grad():
@@ -408,7 +408,7 @@ def test_registration_does_not_depend_on_where_the_world_origin_is(where) -> Non
 
 
 def test_about_sensor_update_is_the_conjugated_exponential() -> None:
-    from slam.tracking import about_sensor_to_world, apply_about_sensor
+    from slam.engine.tracker import about_sensor_to_world, apply_about_sensor
 
     rng = np.random.default_rng(0)
     pose = se3_exp(rng.normal(size=6))
@@ -487,7 +487,7 @@ def test_deskew_motion_over_a_window_averages_out_pose_noise() -> None:
     """last_motion(window) spans the last tracked frames within the window (at least one interval): a roll
     error of ±0.3° that alternates from frame to frame makes the one-frame angular rate 6°/s wrong, the
     three-frame (0.3 s) rate 2°/s. Frames further apart (dropped scans) fall back to the last interval."""
-    from slam.geometry import se3_log
+    from slam.core.geometry import se3_log
 
     twist = np.array([8.0, 0.0, 0.0, 0.0, 0.0, np.radians(5.0)])  # 8 m/s, turning at 5°/s
     tracker = Tracker(AnalyticStreetMap(np.zeros(3)), TrackerConfig())  # type: ignore[arg-type]
@@ -513,7 +513,7 @@ def test_sweep_motion_is_estimated_with_the_pose() -> None:
     turning: a body rocking on its suspension), deskewed with the forward motion only (what the last scans
     predict): registered as rigid, the bent scan leaves the orientation half a degree off; with each point's
     firing time the tracker recovers the pose and the sweep's turn together."""
-    from slam.lidar_preprocess import apply_scaled_twist
+    from slam.frontends.lidar_preprocess import apply_scaled_twist
 
     rng = np.random.default_rng(7)
     end_points = street_scan(rng, 4000)  # in the sensor frame at the end of the sweep
@@ -544,7 +544,7 @@ def test_sweep_motion_is_estimated_with_the_pose() -> None:
 def test_offset_searches_run_only_when_the_prediction_spans_more_than_a_sweep(monkeypatch) -> None:
     """At the sensor's rate a constant-velocity prediction covers one sweep and the searches (600 points
     scored per offset) are skipped; they run for the second scan (no velocity yet) and after a gap."""
-    from slam.frames import LidarScan
+    from slam.core.frames import LidarScan
 
     rng = np.random.default_rng(9)
     points = street_scan(rng, 3000).astype(np.float32)

@@ -1,4 +1,4 @@
-"""slam.voxel_grid: key packing, corner lookup, trilinear weights, unbounded allocation and the sharing of
+"""slam.map.voxel_grid: key packing, corner lookup, trilinear weights, unbounded allocation and the sharing of
 corner rows between neighbouring blocks (which makes the interpolated field continuous across them)."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from slam.neural_map import NeuralMapConfig, NeuralSDFMap
-from slam.voxel_grid import CORNERS, SparseVoxelGrid, pack_keys, unpack_keys
+from slam.map.neural_map import NeuralMapConfig, NeuralSDFMap
+from slam.map.voxel_grid import CORNERS, SparseVoxelGrid, pack_keys, unpack_keys
 
 LIMIT = 1 << 20  # 21 bits per axis: coordinates in [-2^20, 2^20 - 1]
 coord = st.integers(min_value=-LIMIT, max_value=LIMIT - 1)
@@ -277,7 +277,7 @@ def test_reallocating_mapped_voxels_is_a_no_op_and_new_ones_still_get_corners():
 
 
 def test_grow_rows_keeps_rows_zeroes_new_ones_and_reuses_its_buffer() -> None:
-    from slam.voxel_grid import grow_rows
+    from slam.map.voxel_grid import grow_rows
 
     t = torch.arange(12, dtype=torch.float32).view(4, 3)
     a = grow_rows(t, 6)
@@ -289,7 +289,7 @@ def test_grow_rows_keeps_rows_zeroes_new_ones_and_reuses_its_buffer() -> None:
 
 
 def test_merge_sorted_equals_a_sort_of_the_concatenation() -> None:
-    from slam.voxel_grid import merge_sorted
+    from slam.map.voxel_grid import merge_sorted
 
     gen = torch.Generator().manual_seed(0)
     keys = torch.randperm(1000, generator=gen)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from slam.wire import (
+from slam.transport.wire import (
     SCHEMA_VERSION,
     MeshBlock,
     MeshMessage,

@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 
-from slam.publishers import tracking_status
+from slam.transport.publishers import tracking_status
 
 WARMUP_FRAME = "warmup"
 ANY_PORT = "tcp://127.0.0.1:*"

@@ -3,7 +3,7 @@ synchronisation that attaches events to RGB-D frames.
 
     from drivers.events import open_event_reader
     reader = open_event_reader("recording.aedat4")            # or .txt, .raw (EVT 3.0), .h5
-    for packet in reader.iter_slices(duration_s=0.01):       # slam.frames.EventPacket, time-ordered
+    for packet in reader.iter_slices(duration_s=0.01):       # slam.core.frames.EventPacket, time-ordered
         ...
     print(reader.stats)                                       # what was dropped, and why
 

@@ -33,7 +33,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from slam.frames import EventPacket
+from slam.core.frames import EventPacket
 
 log = logging.getLogger(__name__)
 

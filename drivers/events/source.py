@@ -15,7 +15,7 @@ from typing import Any
 from drivers.base import Source, SourceError
 from drivers.events.formats import EventFormat, open_event_reader
 from drivers.events.reader import EventFileError, EventReadStats
-from slam.frames import EventPacket
+from slam.core.frames import EventPacket
 
 DEFAULT_SLICE_S = 0.01
 

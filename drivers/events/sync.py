@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from drivers.base import Source
 from drivers.events.formats import open_event_reader
 from drivers.events.reader import EventCursor, EventReader, empty_packet
-from slam.frames import CameraIntrinsics, EventPacket, RGBDFrame
+from slam.core.frames import CameraIntrinsics, EventPacket, RGBDFrame
 
 log = logging.getLogger(__name__)
 

@@ -3,6 +3,17 @@
 Command line: ``slam eval ate|rpe|mesh`` (see :mod:`slam.eval.cli`).
 """
 
+from slam.core.trajectory import (
+    Trajectory,
+    TrajectoryError,
+    associate,
+    associate_indices,
+    read_kitti,
+    read_trajectory,
+    read_tum,
+    write_kitti,
+    write_tum,
+)
 from slam.eval.mesh import MeshError, MeshMetrics, mesh_metrics
 from slam.eval.metrics import (
     Alignment,
@@ -15,17 +26,6 @@ from slam.eval.metrics import (
     rpe,
     rpe_pairs,
     umeyama_alignment,
-)
-from slam.eval.trajectory import (
-    Trajectory,
-    TrajectoryError,
-    associate,
-    associate_indices,
-    read_kitti,
-    read_trajectory,
-    read_tum,
-    write_kitti,
-    write_tum,
 )
 
 __all__ = [

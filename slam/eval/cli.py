@@ -118,7 +118,7 @@ def _load_pair(
     est_times: Path | None,
     dup: DuplicatesChoice,
 ):
-    from slam.eval.trajectory import read_trajectory
+    from slam.core.trajectory import read_trajectory
 
     ref = read_trajectory(gt, fmt.value, times=gt_times, duplicates=dup.value)
     traj = read_trajectory(est, fmt.value, times=est_times, duplicates=dup.value)

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Literal, Union
 import numpy as np
 from scipy.spatial import cKDTree
 
-from slam.frames import CameraIntrinsics
+from slam.core.frames import CameraIntrinsics
 
 if TYPE_CHECKING:  # open3d is slow to import: only load it when a mesh is actually processed
     import open3d as o3d

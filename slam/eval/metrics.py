@@ -23,8 +23,8 @@ from typing import Any, Literal
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from slam.eval.trajectory import Trajectory, TrajectoryError, associate
-from slam.geometry import invert_pose
+from slam.core.geometry import invert_pose
+from slam.core.trajectory import Trajectory, TrajectoryError, associate
 
 __all__ = [
     "ATEResult",
@@ -190,7 +190,7 @@ def pair_up(
     Trajectories with identical timestamps (and ``offset`` 0) are used as they are. If either has no
     timestamps (KITTI without a times file) they are paired by index and must have the same length; the
     one without timestamps then takes the other's.
-    Otherwise :func:`~slam.eval.trajectory.associate` matches them by nearest timestamp, like evo.
+    Otherwise :func:`~slam.core.trajectory.associate` matches them by nearest timestamp, like evo.
     """
     if not (ref.has_timestamps and est.has_timestamps):
         if len(ref) != len(est):

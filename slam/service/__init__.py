@@ -5,6 +5,6 @@ Modules: ``config`` (ServiceConfig), ``queues`` (the bounded hand-offs), ``drive
 pacing frames), ``workers`` (the tracking and mapping threads), ``meshes`` (mesh updates for the
 publisher), ``status`` (the status report), ``commands`` (control requests), ``startup`` (checks before
 anything starts), ``outputs`` (the end of a run), ``runtime`` (SLAMService, which wires them),
-``launch`` (launch files). ``slam.config`` imports ``config`` only, so importing
+``launch`` (launch files). ``slam.app.config`` imports ``config`` only, so importing
 this package stays light.
 """

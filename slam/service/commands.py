@@ -1,4 +1,4 @@
-"""The control handler: ``ServiceCommands(service)(cmd, args)`` for ``slam.control.ControlServer``.
+"""The control handler: ``ServiceCommands(service)(cmd, args)`` for ``slam.transport.control.ControlServer``.
 
 The server has validated ``args`` against each command's model already; what can still go wrong
 (an unreadable map file, nothing mapped yet, a shutdown in progress) becomes a ``ControlError``, which
@@ -13,9 +13,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from slam.control import ControlError
-from slam.persistence import MapFileError
+from slam.app.persistence import MapFileError
 from slam.service.startup import ServiceError
+from slam.transport.control import ControlError
 
 if TYPE_CHECKING:
     from slam.service.runtime import SLAMService

@@ -7,8 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from slam.control import ControlConfig
-from slam.publishers import PublisherConfig
+from slam.transport.control import ControlConfig
+from slam.transport.publishers import PublisherConfig
 
 Mode = Literal["auto", "fast", "realtime", "live"]
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from drivers.base import Source
-from slam.frames import Frame
+from slam.core.frames import Frame
 from slam.service.queues import HandOff
 
 log = logging.getLogger(__name__)

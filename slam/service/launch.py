@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from slam.config import ConfigError, SLAMConfig, merge_trees, read_config_tree, validate_config
+from slam.app.config import ConfigError, SLAMConfig, merge_trees, read_config_tree, validate_config
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 

@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from slam.meshing import BlockMesher, BlockPiece
-from slam.wire import MeshBlock
+from slam.map.meshing import BlockMesher, BlockPiece
+from slam.transport.wire import MeshBlock
 
 #: SDF samples per mesher query while the service runs: every query holds the map's lock, which the
 #: tracker needs for each of its own queries, so big batches (the mesher's default 200k points, most of

@@ -9,10 +9,10 @@ from typing import Any
 
 import numpy as np
 
-from slam.engine import Engine, TrackingResult
-from slam.frames import Frame
-from slam.persistence import SessionSnapshot
-from slam.replay import TrajectoryRecorder
+from slam.app.persistence import SessionSnapshot
+from slam.app.replay import TrajectoryRecorder
+from slam.core.frames import Frame
+from slam.engine.engine import Engine, TrackingResult
 
 
 @dataclass

@@ -27,10 +27,8 @@ from typing import Any
 import numpy as np
 
 from drivers.base import Source
-from slam.config import SLAMConfig, torch_threads
-from slam.control import ControlServer
-from slam.engine import Engine
-from slam.persistence import (
+from slam.app.config import SLAMConfig, torch_threads
+from slam.app.persistence import (
     SessionSnapshot,
     capture,
     open_map,
@@ -39,8 +37,8 @@ from slam.persistence import (
     write_mesh_atomic,
     write_trajectory_atomic,
 )
-from slam.publishers import ServicePublisher
-from slam.replay import RunResult, build_engine, open_configured_source
+from slam.app.replay import RunResult, build_engine, open_configured_source
+from slam.engine.engine import Engine
 from slam.service.driver import DriverThread, Pacer, QueuedFrame, carry_events
 from slam.service.meshes import all_blocks, whole_mesh_block
 from slam.service.outputs import write_outputs
@@ -49,7 +47,9 @@ from slam.service.queues import HandOff
 from slam.service.startup import ServiceError, check_source
 from slam.service.status import LatencyLog, StatusThread, service_status
 from slam.service.workers import MappingWorker, TrackingWorker
-from slam.wire import MeshBlock
+from slam.transport.control import ControlServer
+from slam.transport.publishers import ServicePublisher
+from slam.transport.wire import MeshBlock
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ and can run in the requested mode."""
 from __future__ import annotations
 
 from drivers.base import Source, source_class
-from slam.config import SLAMConfig
+from slam.app.config import SLAMConfig
 
 TRACKED_SENSORS = ("rgbd", "lidar")  # what the engine's tracker and mapper take (RGBDFrame, LidarScan)
 

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from slam.frames import LidarScan, RGBDFrame
+from slam.core.frames import LidarScan, RGBDFrame
 from slam.service.driver import QueuedFrame
 from slam.service.meshes import changed_blocks
 from slam.service.pipeline import MapItem

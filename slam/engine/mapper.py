@@ -1,0 +1,430 @@
+"""Mapper: fits the neural SDF to depth (and colour) observations.
+
+Each tracked frame allocates the voxels around its surface points. Keyframes (by motion, or when the
+frame sees little of the map) are kept as sparse sets of camera rays with their depth and colour. A
+mapping step draws a few thousand rays, half from the current frame and half from random keyframes
+so the map does not forget, and places samples along each ray:
+
+- near the surface (|δ| < truncation): the target is the point-to-plane distance δ·|n·d| (δ along the
+  ray, n the surface normal from the depth image, d the ray direction), which is the true SDF for a
+  locally planar surface where the raw along-ray δ would overestimate it on oblique surfaces;
+- in free space, between the camera and the surface: the SDF is at least the truncation, so
+  predictions below it are penalised, predictions above are not;
+- an eikonal term keeps |∇SDF| near 1 on a subset of near-surface samples, and a colour term fits the
+  colour head at the surface.
+
+Every sensor reduces to rays from an origin to an observed surface point with a surface normal
+(:meth:`Mapper.integrate_rays`): an RGB-D frame's pixels (origin: the camera centre; normals from the
+depth image), or a LiDAR scan's deskewed points (origin: the sensor at each point's firing time; normals
+from the ground planes and local point neighbourhoods, ``slam.frontends.lidar.LidarFrontend``). ``free_space_depth``
+keeps the free-space samples of long LiDAR rays near the surface, where the map is allocated.
+
+Embeddings are updated with a row-wise lazy Adam (``slam.map.optim.RowAdam``: SparseAdam's update, only the
+rows a step touched), the decoders with Adam.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from slam.core.frames import Frame, LidarScan, RGBDFrame
+from slam.core.geometry import rotation_angle
+from slam.frontends.lidar import LidarFrontend
+from slam.map.neural_map import NeuralSDFMap
+from slam.map.optim import RowAdam
+from slam.map.voxel_grid import grow_rows
+
+
+class MapperConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    iterations: int = Field(1, ge=0, description="optimizer steps per mapped frame")
+    every: int = Field(
+        1, ge=1, description="map every n-th tracked frame (the first always): consecutive frames overlap "
+        "almost entirely, so skipped ones cost the map little and save their whole mapping time",
+    )
+    first_frame_iterations: int = Field(60, ge=0, description="optimizer steps on the first frame")
+    rays: int = Field(3072, ge=64, description="rays drawn per step (current frame and keyframes)")
+    current_fraction: float = Field(0.5, ge=0, le=1, description="share of each step's rays from the current frame")
+    surface_samples: int = Field(3, ge=1, description="samples per ray within the truncation band")
+    free_samples: int = Field(1, ge=0, description="samples per ray in free space before the surface")
+    truncation: float = Field(0.08, gt=0, description="truncation band half-width (m)")
+    eikonal_weight: float = Field(
+        0.0, ge=0, description="weight of the |grad| = 1 term (costs a double backward; the point-to-plane "
+        "targets already give slope 1 near the surface, and on 7-Scenes it did not change accuracy)",
+    )
+    eikonal_samples: int = Field(512, ge=0, description="near-surface samples that carry the eikonal term")
+    free_weight: float = Field(0.5, ge=0, description="weight of the free-space term")
+    free_space_depth: float = Field(
+        0.0, ge=0, description="free-space samples lie within this distance (m) before the truncation band; "
+        "0 = anywhere from 0.1 m of the sensor (long LiDAR rays: most of such a ray is unallocated space)",
+    )
+    color_weight: float = Field(0.1, ge=0, description="weight of the colour term")
+    lr_embeddings: float = Field(1e-2, gt=0, description="learning rate of the voxel embeddings")
+    lr_decoder: float = Field(2e-3, gt=0, description="learning rate of the decoders")
+    freeze_decoder_after: int = Field(
+        30, ge=0, description="frames after which the shared decoder stops learning (0 = never): a decoder "
+        "that keeps changing moves the surface everywhere at once, which the tracker sees as drift",
+    )
+    keyframe_translation: float = Field(0.10, gt=0, description="new keyframe after this much motion (m)")
+    keyframe_rotation_deg: float = Field(10.0, gt=0, description="new keyframe after this much rotation (deg)")
+    keyframe_rays: int = Field(4000, ge=100, description="rays kept per keyframe")
+    pixel_stride: int = Field(2, ge=1, description="depth pixel stride when collecting rays")
+    depth_min: float = Field(0.1, ge=0, description="ignore depth below this (m)")
+    depth_max: float = Field(4.0, gt=0, description="ignore depth beyond this (m)")
+    allocate_dilation: int = Field(1, ge=0, description="voxels allocated around each observed point")
+    mesh_min_hits: int = Field(
+        5, ge=0, description="mesh only space the mapper fitted at least this often: barely fitted space "
+        "(behind surfaces, at the edge of the view) holds spurious zero crossings; higher trades completion "
+        "for accuracy (7-Scenes 0-599, 1 / 3 / 6 / 12: accuracy 2.57 / 2.46 / 2.36 / 2.26 cm, completion "
+        "2.15 / 2.24 / 2.31 / 2.42 cm)",
+    )
+
+
+@dataclass
+class RaySet:
+    """Observed rays of one frame in its sensor frame: unit directions, distance from the origin to the
+    surface along the ray, |n·d| at the surface, colour, and the rays' origins (None: all at the sensor
+    frame's origin, as for a camera; a deskewed LiDAR scan's rays leave from where the sensor was)."""
+
+    dirs: torch.Tensor  # N×3, unit
+    ray_depth: torch.Tensor  # N, distance along the ray to the surface (m)
+    cos: torch.Tensor  # N, |n·d| at the surface (point-to-plane factor)
+    color: torch.Tensor | None  # N×3 in [0, 1]
+    pose: np.ndarray  # 4×4 camera-to-world
+    origins: torch.Tensor | None = None  # N×3 in the sensor frame; None = the origin
+
+    def __len__(self) -> int:
+        return int(self.dirs.shape[0])
+
+
+def surface_pixels(depth: np.ndarray, depth_min: float, depth_max: float) -> np.ndarray:
+    """Pixels (H×W bool) with depth in range whose four neighbours have depth and no depth jump: where
+    central differences give a surface normal."""
+    ok = (depth > depth_min) & (depth < depth_max)
+    ok[0], ok[-1], ok[:, 0], ok[:, -1] = False, False, False, False
+    left, right, up, down = depth[1:-1, :-2], depth[1:-1, 2:], depth[:-2, 1:-1], depth[2:, 1:-1]
+    centre = np.maximum(depth[1:-1, 1:-1], 1e-3)
+    # a large depth jump between neighbours is an edge, not a surface
+    ok[1:-1, 1:-1] &= (left > 0) & (right > 0) & (up > 0) & (down > 0)
+    ok[1:-1, 1:-1] &= (np.abs(right - left) <= 0.1 * centre) & (np.abs(down - up) <= 0.1 * centre)
+    return ok
+
+
+def normals_at(depth: np.ndarray, vs: np.ndarray, us: np.ndarray, fx: float, fy: float, cx: float, cy: float) -> np.ndarray:
+    """Unit camera-frame normals (K×3, zero where undefined) at interior pixels (vs, us), from central
+    differences of the back-projected neighbours: computed only where rays are drawn."""
+
+    def point(v: np.ndarray, u: np.ndarray) -> np.ndarray:
+        z = depth[v, u]
+        return np.stack([(u - cx) / fx * z, (v - cy) / fy * z, z], axis=1)
+
+    n = np.cross(point(vs, us + 1) - point(vs, us - 1), point(vs + 1, us) - point(vs - 1, us))
+    norm = np.linalg.norm(n, axis=1, keepdims=True)
+    return np.where(norm > 1e-12, n / np.maximum(norm, 1e-12), 0.0).astype(np.float32)
+
+
+def frame_rays(frame: RGBDFrame, pose: np.ndarray, cfg: MapperConfig, rng: np.random.Generator, limit: int | None):
+    """The frame's valid rays (subsampled to ``limit``) as a RaySet."""
+    intr = frame.intrinsics
+    s = cfg.pixel_stride
+    depth = frame.depth[::s, ::s]
+    vs, us = np.nonzero(surface_pixels(depth, cfg.depth_min, cfg.depth_max))
+    if limit is not None and vs.size > limit:
+        pick = rng.choice(vs.size, limit, replace=False)
+        vs, us = vs[pick], us[pick]
+    n = normals_at(depth, vs, us, intr.fx / s, intr.fy / s, (intr.cx + 0.5) / s - 0.5, (intr.cy + 0.5) / s - 0.5)
+    has_normal = np.abs(n).sum(axis=1) > 0  # degenerate neighbourhoods (rare) give no ray
+    vs, us, n = vs[has_normal], us[has_normal], n[has_normal]
+    z = depth[vs, us]
+    u_full, v_full = us * s, vs * s
+    d = np.stack([(u_full - intr.cx) / intr.fx, (v_full - intr.cy) / intr.fy, np.ones_like(z)], axis=1)
+    norm = np.linalg.norm(d, axis=1)
+    dirs = d / norm[:, None]
+    cos = np.abs((n * dirs).sum(1))
+    color = None
+    if frame.color is not None:
+        color = torch.from_numpy(frame.color[v_full, u_full].astype(np.float32) / 255.0)
+    return RaySet(
+        torch.from_numpy(dirs.astype(np.float32)),
+        torch.from_numpy((z * norm).astype(np.float32)),
+        torch.from_numpy(np.clip(cos, 0.2, 1.0).astype(np.float32)),
+        color,
+        pose.copy(),
+    )
+
+
+class Mapper:
+    """Online fitting of a NeuralSDFMap; call ``integrate`` with each tracked frame."""
+
+    name = "neural-sdf-mapper"
+
+    def __init__(
+        self,
+        neural_map: NeuralSDFMap,
+        config: MapperConfig | None = None,
+        seed: int = 0,
+        lidar: LidarFrontend | None = None,
+    ) -> None:
+        self.map = neural_map
+        self.cfg = config or MapperConfig()
+        self.lidar = lidar or LidarFrontend()
+        self.rng = np.random.default_rng(seed)
+        self.gen = torch.Generator().manual_seed(seed)
+        self.keyframes: list[RaySet] = []
+        self.frames_integrated = 0
+        self.frames_offered = 0  # tracked frames handed to ``integrate``, mapped or not (``every``)
+        self._emb_opt: torch.optim.Optimizer | None = None
+        self._dec_opt = torch.optim.Adam(neural_map.decoder_parameters(), lr=self.cfg.lr_decoder)
+        self.last_loss: dict[str, float] = {}
+        from slam.map.meshing import BlockMesher
+
+        self.mesher = BlockMesher(neural_map, min_hits=self.cfg.mesh_min_hits)
+
+    # -- keyframes -----------------------------------------------------------------------------
+    def is_keyframe(self, pose: np.ndarray) -> bool:
+        if not self.keyframes:
+            return True
+        last = self.keyframes[-1].pose
+        rel = np.linalg.inv(last) @ pose
+        return bool(
+            np.linalg.norm(rel[:3, 3]) > self.cfg.keyframe_translation
+            or np.degrees(rotation_angle(rel[:3, :3])) > self.cfg.keyframe_rotation_deg
+        )
+
+    # -- per frame -----------------------------------------------------------------------------
+    def integrate(self, frame: Frame, pose: np.ndarray) -> None:
+        """Fit the map to a tracked RGB-D frame or LiDAR scan at ``pose`` (sensor-to-world)."""
+        cfg = self.cfg
+        self.frames_offered += 1
+        if (self.frames_offered - 1) % cfg.every:
+            return
+        if isinstance(frame, RGBDFrame):
+            current = frame_rays(frame, pose, cfg, self.rng, limit=max(cfg.keyframe_rays, cfg.rays))
+        elif isinstance(frame, LidarScan):
+            origins, dirs, dist, cos = self.lidar.ray_tensors(self.lidar.rays(frame, self.rng))
+            current = RaySet(dirs, dist, cos, None, np.asarray(pose, dtype=np.float64).copy(), origins)
+        else:
+            raise TypeError(f"the mapper takes RGBDFrame or LidarScan, not {type(frame).__name__}")
+        self.integrate_rays(current)
+
+    def integrate_rays(self, current: RaySet) -> None:
+        """Allocate around, keyframe and fit one frame's rays (at ``current.pose``): the entry point every
+        sensor uses."""
+        cfg = self.cfg
+        pose = current.pose
+        if len(current) == 0:
+            return
+        keyframe = self.is_keyframe(pose)
+        steps = cfg.first_frame_iterations if self.frames_integrated == 0 else cfg.iterations
+        if steps == 1 and not keyframe:
+            # one step samples one batch of this frame's rays: allocate around those only (allocation
+            # was a fifth of a mapping step's time); keyframes keep all their rays for later steps
+            current = _subset(current, self._current_rays(), self.rng)
+        self._allocate(current)
+        if keyframe:
+            keep = current if len(current) <= cfg.keyframe_rays else _subset(current, cfg.keyframe_rays, self.rng)
+            self.keyframes.append(keep)
+        for _ in range(steps):
+            self.step(current)
+        self.frames_integrated += 1
+
+    def _allocate(self, rays: RaySet) -> None:
+        pts = _surface_points(rays)
+        self.map.allocate(pts, dilate=self.cfg.allocate_dilation)
+        self.mesher.mark_dirty(pts)
+        self._sync_embedding_optimizer()
+
+    def _sync_embedding_optimizer(self) -> None:
+        """RowAdam keeps per-row moments; grow them when the embeddings grew (new rows start at 0)."""
+        params = self.map.embedding_parameters()
+        if self._emb_opt is None:
+            if self.map.sparse_embeddings:
+                self._emb_opt = RowAdam(params, lr=self.cfg.lr_embeddings)
+            else:  # a dense encoding (hash grid) of fixed size
+                self._emb_opt = torch.optim.Adam(params, lr=self.cfg.lr_embeddings)
+            return
+        if not isinstance(self._emb_opt, RowAdam):
+            return
+        old_group = list(self._emb_opt.param_groups[0]["params"])
+        for old, new in zip(old_group, params):
+            if old is new:
+                continue
+            st = self._emb_opt.state.get(old)
+            if st:
+                # grow_rows: the moments grow geometrically like the embeddings, new rows start at 0
+                st = {
+                    "step": st["step"],
+                    "exp_avg": grow_rows(st["exp_avg"], new.shape[0]),
+                    "exp_avg_sq": grow_rows(st["exp_avg_sq"], new.shape[0]),
+                }
+            self._emb_opt.follow(old, new, st or None)
+
+    # -- one optimizer step --------------------------------------------------------------------
+    def _current_rays(self) -> int:
+        """How many of a step's rays come from the current frame."""
+        return self.cfg.rays if not self.keyframes else int(self.cfg.rays * self.cfg.current_fraction)
+
+    def step(self, current: RaySet) -> float:
+        cfg = self.cfg
+        n_cur = self._current_rays()
+        batches = [_subset(current, n_cur, self.rng)] if n_cur else []
+        if self.keyframes:
+            n_kf = cfg.rays - n_cur
+            which = self.rng.integers(0, len(self.keyframes), size=n_kf)
+            for k in np.unique(which):
+                batches.append(_subset(self.keyframes[k], int((which == k).sum()), self.rng))
+        world_o, world_d, depth, cos, color = _to_world(batches)
+
+        n = depth.shape[0]
+        t = cfg.truncation
+        # near-surface samples: offsets along the ray within ±t of the surface
+        off = (torch.rand(n, cfg.surface_samples, generator=self.gen) * 2 - 1) * t
+        s_dist = depth[:, None] + off
+        s_target = (-off) * cos[:, None]
+        near_x = world_o[:, None, :] + world_d[:, None, :] * s_dist[..., None]
+        near_x = near_x.reshape(-1, 3)
+        s_target = s_target.reshape(-1)
+        xs = [near_x]
+        # free-space samples: between the camera (from 0.1 m) and the band
+        if cfg.free_samples:
+            frac = torch.rand(n, cfg.free_samples, generator=self.gen)
+            f_start = torch.full_like(depth, 0.1)
+            if cfg.free_space_depth > 0:
+                f_start = torch.maximum(f_start, depth - t - cfg.free_space_depth)
+            f_dist = f_start[:, None] + frac * (depth[:, None] - t - f_start[:, None]).clamp_min(0)
+            free_x = (world_o[:, None, :] + world_d[:, None, :] * f_dist[..., None]).reshape(-1, 3)
+            xs.append(free_x)
+        x = torch.cat(xs)
+        n_eik = min(cfg.eikonal_samples, near_x.shape[0]) if cfg.eikonal_weight > 0 else 0
+        x_eik = near_x[:n_eik].clone().requires_grad_(True)
+        x_all = torch.cat([x_eik, x[n_eik:]]) if n_eik else x
+        n_sdf = x_all.shape[0]
+        with_color = color is not None and self.map.color_head is not None and cfg.color_weight > 0
+        if with_color:
+            # colour at the surface (δ = 0 on each ray), looked up in the same query as the SDF samples
+            x_all = torch.cat([x_all, world_o + world_d * depth[:, None]])
+
+        n_near = near_x.shape[0]
+        # record_hits: the space the SDF samples fit counts as fitted (the tracker trusts only such space)
+        feats, valid = self.map.features(x_all, sparse_grad=self.map.sparse_embeddings, record_hits=n_sdf)
+        sdf, color_valid, valid = self.map.decode_sdf(feats[:n_sdf]), valid[n_sdf:], valid[:n_sdf]
+        near_sdf, near_valid = sdf[:n_near], valid[:n_near]
+        loss_sdf = _masked_mean((near_sdf - s_target).abs(), near_valid)
+        loss = loss_sdf
+        losses = {"sdf": loss_sdf.item()}
+        if cfg.free_samples:
+            free_sdf, free_valid = sdf[n_near:], valid[n_near:]
+            # every point between the camera and the observed surface is free, so its SDF is positive;
+            # a larger margin (say the truncation) would be wrong for rays grazing a surface, whose
+            # perpendicular distance to it is much smaller than the distance along the ray
+            loss_free = _masked_mean(torch.relu(-free_sdf), free_valid)
+            loss = loss + cfg.free_weight * loss_free
+            losses["free"] = loss_free.item()
+        if n_eik:
+            if self.map.supports_double_backward:
+                (grad,) = torch.autograd.grad(sdf[:n_eik].sum(), x_eik, create_graph=True)
+            else:
+                grad = _finite_difference_gradient(self.map, x_eik.detach(), cfg.truncation / 20)
+            loss_eik = _masked_mean((grad.norm(dim=1) - 1.0) ** 2, valid[:n_eik])
+            loss = loss + cfg.eikonal_weight * loss_eik
+            losses["eikonal"] = loss_eik.item()
+        if with_color:
+            rgb = self.map.decode_color(feats[n_sdf:])
+            loss_rgb = _masked_mean((rgb - color).abs().mean(dim=1), color_valid)
+            loss = loss + cfg.color_weight * loss_rgb
+            losses["color"] = loss_rgb.item()
+
+        self._dec_opt.zero_grad(set_to_none=True)
+        assert self._emb_opt is not None
+        self._emb_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        train_decoder = not (0 < cfg.freeze_decoder_after <= self.frames_integrated)
+        # the lock covers only the writes (RowAdam computes its new rows before): the tracking thread reads
+        # the map meanwhile, and still never sees new embeddings with the old decoder
+        pending = self._emb_opt.prepare() if isinstance(self._emb_opt, RowAdam) else None
+        with self.map.writing():
+            if pending is not None:
+                RowAdam.apply(pending)
+            else:
+                self._emb_opt.step()
+            if train_decoder:
+                self._dec_opt.step()
+        losses["total"] = loss.item()
+        self.last_loss = losses
+        return losses["total"]
+
+    def extract_mesh(self):
+        """The map's mesh (open3d); only blocks observed since the last call are re-meshed."""
+        if self.frames_integrated == 0:
+            return None
+        self.mesher.update()
+        return self.mesher.to_open3d()
+
+    def map_bytes(self) -> int:
+        return self.map.map_bytes()
+
+
+def _finite_difference_gradient(neural_map: NeuralSDFMap, x: torch.Tensor, h: float) -> torch.Tensor:
+    """Central differences of the SDF, differentiable in the parameters (for backends whose fused
+    kernels have no second derivative, as in Neuralangelo)."""
+    offsets = torch.eye(3, device=x.device, dtype=x.dtype) * h
+    pts = torch.cat([x + offsets[0], x - offsets[0], x + offsets[1], x - offsets[1], x + offsets[2], x - offsets[2]])
+    sdf = neural_map.decode_sdf(neural_map.features(pts)[0]).reshape(6, -1)
+    return torch.stack([sdf[0] - sdf[1], sdf[2] - sdf[3], sdf[4] - sdf[5]], dim=1) / (2 * h)
+
+
+def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    m = mask.to(values.dtype)
+    return (values * m).sum() / m.sum().clamp_min(1.0)
+
+
+def _subset(rays: RaySet, n: int, rng: np.random.Generator) -> RaySet:
+    if n >= len(rays):
+        return rays
+    idx = torch.from_numpy(rng.choice(len(rays), n, replace=False))
+    def take(t: torch.Tensor) -> torch.Tensor:
+        return t.index_select(0, idx)  # several times faster than t[idx] on CPU
+
+    return RaySet(
+        take(rays.dirs),
+        take(rays.ray_depth),
+        take(rays.cos),
+        None if rays.color is None else take(rays.color),
+        rays.pose,
+        None if rays.origins is None else take(rays.origins),
+    )
+
+
+def _to_world(batches: list[RaySet]):
+    origins, dirs, depth, cos, colors = [], [], [], [], []
+    with_color = all(b.color is not None for b in batches)
+    for b in batches:
+        rot = torch.from_numpy(b.pose[:3, :3].astype(np.float32))
+        trans = torch.from_numpy(b.pose[:3, 3].astype(np.float32))
+        origins.append(trans.expand(len(b), 3) if b.origins is None else b.origins @ rot.T + trans)
+        dirs.append(b.dirs @ rot.T)
+        depth.append(b.ray_depth)
+        cos.append(b.cos)
+        if with_color:
+            colors.append(b.color)
+    return (
+        torch.cat(origins),
+        torch.cat(dirs),
+        torch.cat(depth),
+        torch.cat(cos),
+        torch.cat(colors) if with_color else None,
+    )
+
+
+def _surface_points(rays: RaySet) -> torch.Tensor:
+    rot = torch.from_numpy(rays.pose[:3, :3].astype(np.float32))
+    trans = torch.from_numpy(rays.pose[:3, 3].astype(np.float32))
+    local = rays.dirs * rays.ray_depth[:, None]
+    if rays.origins is not None:
+        local = local + rays.origins
+    return local @ rot.T + trans

@@ -1,0 +1,590 @@
+"""The event term of tracking: pose updates from events against the last keyframe's brightness.
+
+Model (brightness increment, as in event-based direct tracking): over a short window the events at
+a pixel sum to the change of log intensity there, ``E(u) = C · Σ p ≈ ΔL(u)``, and a small camera motion
+changes it by ``ΔL(u) ≈ -∇L(u) · Δu`` where ``Δu`` is the pixel flow of the scene point seen at ``u``.
+The keyframe (the last tracked RGB-D frame: its colour as log intensity, its depth, its pose) gives
+the points, their world positions and ``∇L``; the pose change gives the flow through the depth. For a
+left increment ``T ← exp(ξ) T`` (the depth term's parametrisation, ξ = (v, ω) in the world frame)
+the residual of one point is
+
+    r = E(u) + ∇L · ∂u/∂p · ∂p/∂ξ · ξ,     p = T⁻¹ X,  ∂p/∂v = -Rᵀ,  ∂p/∂ω = Rᵀ [X]×
+
+linear in ξ, solved in closed form per window (a few robust re-weightings, no re-projection). The
+event image and the keyframe are both smoothed with the same Gaussian, which widens the range over
+which the linear model holds to about the kernel's size; windows are short (``window_s``) so that
+the flow inside one stays within it. Chaining the windows between two depth frames gives high-rate
+poses (:meth:`EventOdometry.propagate`): each window starts from the constant-velocity motion of the
+last depth frames and the events correct it, against a prior on the correction about the camera
+centre (``motion_sigma_*``; the events observe rotation well and translation poorly, so the default
+keeps translation close to constant velocity). The last window predicts the next depth frame's pose.
+
+:class:`EventAidedTracker` (the depth tracker, composed by inheritance) registers the depth points
+from that prediction and, to guard against a bad one, also from plain constant velocity, keeping the
+fit with more inliers; the events' orientation enters the depth term's normal equations as a prior
+(``Tracker.extra_term``) weighted by the windows' information (covariances added up, translation
+marginalised out) against the depth term's residual scale. A window's information counts its independent
+observations only (``decorrelate``): the smoothing correlates residuals within a few ``smoothing_px``,
+so its thousands of points hold about image area / (4π smoothing_px²) independent ones; counted as
+independent they made the prior some 30 times too confident, pulling the depth term's orientation to
+the events' where the depth alone was as good. While the depth term reports frames lost
+(e.g. too little fitted map in view), the events carry the pose from keyframe to keyframe.
+
+The keyframe's colour is deblurred with the events inside its exposure when the exposure is known
+(``exposure_s``; event-based double integral) and normalised to a fixed median (auto-gain), so a dark
+frame predicts the same log-intensity gradients as a well-exposed one up to its noise.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+from scipy.ndimage import gaussian_filter
+
+from slam.core.frames import CameraIntrinsics, EventPacket, Frame, RGBDFrame
+from slam.core.geometry import se3_exp, se3_log
+from slam.engine.engine import TrackingResult
+from slam.engine.tracker import Tracker, TrackerConfig, geman_mcclure_weight
+from slam.map.neural_map import NeuralSDFMap
+
+log = logging.getLogger(__name__)
+
+LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+class EventTrackingConfig(BaseModel):
+    """The event term's settings (config section ``events.tracking``)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    enabled: bool = Field(
+        True,
+        description="track with the events whenever frames carry them (an RGB-D source with events.path, or "
+        "the demo with source.options.events: true); frames without events are tracked from depth alone "
+        "exactly as with false",
+    )
+    contrast_threshold: float = Field(0.2, gt=0, description="the sensor's contrast threshold C (log units)")
+    window_s: float = Field(1.0 / 240.0, gt=0, description="duration of one event window (s)")
+    min_events: int = Field(50, ge=1, description="windows with fewer events are merged into the next")
+    points: int = Field(3000, ge=50, description="keyframe points (highest log-gradient) per window")
+    smoothing_px: float = Field(8.0, ge=0, description="Gaussian sigma for the event image and keyframe (px)")
+    binning: int = Field(
+        2, ge=1, description="the event image is smoothed on a grid this many times coarser (speed)"
+    )
+    gradient_min: float = Field(0.01, ge=0, description="points need |∇L| above this (log units / px)")
+    log_eps: float = Field(0.02, gt=0, description="L = log(I / 255 + eps) of the keyframe's grey image")
+    target_median: float = Field(100.0, gt=0, description="the keyframe's grey median is scaled to this (auto-gain)")
+    robust_scale: float = Field(0.1, gt=0, description="Geman-McClure scale of the event residual (log units)")
+    reweight: int = Field(3, ge=1, description="robust re-weightings per window")
+    damping: float = Field(1e-3, ge=0, description="Levenberg-Marquardt damping (relative to the trace)")
+    depth_min: float = Field(0.1, ge=0, description="keyframe points need depth above this (m)")
+    depth_max: float = Field(4.0, gt=0, description="keyframe points need depth below this (m)")
+    prior_weight: float = Field(
+        1.0, ge=0, description="weight of the events' pose prior against the depth term; 0 = initial guess only"
+    )
+    depth_sigma_m: float = Field(0.01, gt=0, description="the depth term's residual scale (m), to weigh the prior")
+    check_velocity: bool = Field(
+        True, description="also register from the constant-velocity prediction and keep the better fit"
+    )
+    exposure_s: float = Field(
+        0.0,
+        ge=0,
+        description="the colour camera's exposure (s), ending at the frame's timestamp; > 0: the keyframe is "
+        "deblurred with the events inside it (event-based double integral); 0 = used as is",
+    )
+    deblur_samples: int = Field(8, ge=2, description="time samples of the exposure for deblurring")
+    decorrelate: bool = Field(
+        True,
+        description="weigh the events' prior in the depth term by the independent observations a window "
+        "holds: the smoothing correlates neighbouring residuals, so each window's information is scaled by "
+        "N_eff / N, N_eff = image area / (4π smoothing_px²); false = every point independent",
+    )
+    motion_sigma_trans: float = Field(
+        0.001, gt=0, description="how far the motion departs from constant velocity, translation (m / √s)"
+    )
+    motion_sigma_rot: float = Field(
+        0.03, gt=0, description="how far the motion departs from constant velocity, rotation (rad / √s)"
+    )
+
+
+def event_image(
+    x: np.ndarray,
+    y: np.ndarray,
+    p: np.ndarray,
+    width: int,
+    height: int,
+    contrast: float,
+    sigma: float,
+    binning: int = 1,
+) -> np.ndarray:
+    """C · Σ polarity per pixel (float32), smoothed with a Gaussian of ``sigma`` px; with ``binning`` b,
+    on a b× coarser grid (each cell the mean over its b×b pixels; ``sigma`` still in full pixels), which
+    is b² times cheaper to smooth. Cell (i, j) is centred on pixel (b·j + (b−1)/2, b·i + (b−1)/2)."""
+    w, h = -(-width // binning), -(-height // binning)
+    xs, ys = x.astype(np.int64), y.astype(np.int64)
+    if binning > 1:
+        xs, ys = xs // binning, ys // binning
+    img = np.bincount(ys * w + xs, weights=p.astype(np.float64), minlength=w * h).reshape(h, w)
+    img = (img * (contrast / binning**2)).astype(np.float32)
+    return gaussian_filter(img, sigma / binning) if sigma > 0 else img
+
+
+def _sample(image: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Bilinear samples at float pixel coordinates inside the image."""
+    h, w = image.shape
+    u0 = np.clip(np.floor(u).astype(np.int64), 0, w - 2)
+    v0 = np.clip(np.floor(v).astype(np.int64), 0, h - 2)
+    a, b = u - u0, v - v0
+    flat = image.reshape(-1)
+    i = v0 * w + u0
+    return (flat[i] * (1 - a) + flat[i + 1] * a) * (1 - b) + (flat[i + w] * (1 - a) + flat[i + w + 1] * a) * b
+
+
+def deblur(
+    grey: np.ndarray, events: EventPacket, t_end: float, exposure: float, contrast: float, samples: int = 8
+) -> np.ndarray:
+    """The sharp image at ``t_end`` from one blurred over (t_end − exposure, t_end] and the events inside
+    that exposure (event-based double integral, Pan et al. 2019): with E_j the log change from the
+    sample time t_j to t_end, I(t_j) = I(t_end) · exp(−E_j), so I(t_end) = B / mean_j exp(−E_j)."""
+    h, w = grey.shape
+    t0 = t_end - exposure
+    a, b = np.searchsorted(events.t, [t0, t_end], side="right")
+    if b <= a:
+        return grey
+    t = events.t[a:b]
+    bins = np.clip(((t - t0) / exposure * samples).astype(np.int64), 0, samples - 1)
+    idx = events.y[a:b].astype(np.int64) * w + events.x[a:b].astype(np.int64)
+    per_bin = np.bincount(bins * (h * w) + idx, weights=events.p[a:b].astype(np.float64), minlength=samples * h * w)
+    per_bin = per_bin.reshape(samples, h * w) * contrast
+    after = np.cumsum(per_bin[::-1], axis=0)[::-1]  # E_j: the events from the start of bin j to t_end
+    # sample times at the bins' starts and the exposure's end (E = 0), trapezoid weights
+    ex = np.exp(-np.concatenate([after, np.zeros((1, h * w))], axis=0))
+    mean = (ex[1:-1].sum(axis=0) + 0.5 * (ex[0] + ex[-1])) / samples
+    return (grey.reshape(-1) / mean).reshape(h, w).astype(np.float32)
+
+
+@dataclass
+class Keyframe:
+    """Points of one RGB-D frame for the event term: world positions and log-intensity gradients."""
+
+    points: np.ndarray  # N×3 world
+    grad: np.ndarray  # N×2 smoothed ∇L (per px at the event camera's resolution)
+    pose: np.ndarray
+    timestamp: float
+
+
+def _resize_mean(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    h, w = image.shape[:2]
+    if (h, w) == (height, width):
+        return image.astype(np.float32)
+    if h % height == 0 and w % width == 0:
+        return image.reshape(height, h // height, width, w // width).mean(axis=(1, 3)).astype(np.float32)
+    vs = np.clip(((np.arange(height) + 0.5) * h / height).astype(np.int64), 0, h - 1)
+    us = np.clip(((np.arange(width) + 0.5) * w / width).astype(np.int64), 0, w - 1)
+    return image[vs[:, None], us[None, :]].astype(np.float32)
+
+
+def _resize_nearest(depth: np.ndarray, width: int, height: int) -> np.ndarray:
+    h, w = depth.shape
+    vs = np.clip(np.round((np.arange(height) + 0.5) * h / height - 0.5).astype(np.int64), 0, h - 1)
+    us = np.clip(np.round((np.arange(width) + 0.5) * w / width - 0.5).astype(np.int64), 0, w - 1)
+    return depth[vs[:, None], us[None, :]]
+
+
+@dataclass
+class WindowReport:
+    t: float
+    pose: np.ndarray
+    events: int
+    residual: float
+
+
+@dataclass
+class Propagation:
+    """Poses of the windows between two depth frames, the last one's pose and its information."""
+
+    pose: np.ndarray
+    information: np.ndarray  # 6×6, in the depth term's units (per unit of its squared residual scale)
+    windows: list[WindowReport] = field(default_factory=list)
+    events: int = 0
+    seconds: float = 0.0
+
+
+class EventOdometry:
+    """Event windows against a keyframe: high-rate poses between depth frames."""
+
+    def __init__(self, config: EventTrackingConfig | None = None, seed: int = 0) -> None:
+        self.cfg = config or EventTrackingConfig()
+        self.rng = np.random.default_rng([int(seed), 0xE5])
+        self.events_processed = 0
+        self.seconds = 0.0  # wall-clock time spent in propagate
+        self.cpu_seconds = 0.0  # process CPU time spent in propagate (what it costs on a loaded machine)
+
+    def keyframe(
+        self, frame: RGBDFrame, pose: np.ndarray, intr: CameraIntrinsics, events: EventPacket | None = None
+    ) -> Keyframe | None:
+        """The keyframe of ``frame`` (at ``pose``) at the event camera's resolution ``intr``; with the
+        frame's ``events`` and ``exposure_s`` set, its colour is deblurred first."""
+        cfg = self.cfg
+        if frame.color is None:
+            return None
+        grey = _resize_mean(frame.color.astype(np.float32) @ LUMA, intr.width, intr.height)
+        if cfg.exposure_s > 0 and events is not None and len(events):
+            grey = deblur(grey, events, frame.timestamp, cfg.exposure_s, cfg.contrast_threshold, cfg.deblur_samples)
+        median = float(np.median(grey))
+        grey = grey * (cfg.target_median / max(median, 1.0))  # auto-gain
+        log = np.log(grey / 255.0 + cfg.log_eps).astype(np.float32)
+        if cfg.smoothing_px > 0:
+            log = gaussian_filter(log, cfg.smoothing_px)
+        gy, gx = np.gradient(log)
+        depth = _resize_nearest(frame.depth, intr.width, intr.height)
+        mag = np.hypot(gx, gy)
+        ok = (depth > cfg.depth_min) & (depth < cfg.depth_max) & (mag > cfg.gradient_min)
+        ok[:2], ok[-2:], ok[:, :2], ok[:, -2:] = False, False, False, False
+        idx = np.flatnonzero(ok)
+        if idx.size < 50:
+            return None
+        if idx.size > cfg.points:  # the strongest gradients, a random half of the budget beyond them
+            order = np.argsort(-mag.reshape(-1)[idx], kind="stable")
+            top = idx[order[: cfg.points // 2]]
+            rest = idx[order[cfg.points // 2 :]]
+            idx = np.concatenate([top, self.rng.choice(rest, cfg.points - top.size, replace=False)])
+        v, u = np.divmod(idx, intr.width)
+        d = depth.reshape(-1)[idx].astype(np.float64)
+        cam = np.stack([(u - intr.cx) / intr.fx * d, (v - intr.cy) / intr.fy * d, d], axis=1)
+        world = cam @ pose[:3, :3].T + pose[:3, 3]
+        grad = np.stack([gx.reshape(-1)[idx], gy.reshape(-1)[idx]], axis=1).astype(np.float64)
+        return Keyframe(world, grad, pose.copy(), frame.timestamp)
+
+    def window_system(
+        self, key: Keyframe, pose: np.ndarray, image: np.ndarray, intr: CameraIntrinsics
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """Rows A (N×6) and observations e (N) of the residual r = e + A ξ at ``pose``, and the point mask."""
+        rot, trans = pose[:3, :3], pose[:3, 3]
+        x = key.points
+        p = (x - trans) @ rot  # Rᵀ (X - t)
+        z = p[:, 2]
+        u = intr.fx * p[:, 0] / np.maximum(z, 1e-6) + intr.cx
+        v = intr.fy * p[:, 1] / np.maximum(z, 1e-6) + intr.cy
+        inside = (z > self.cfg.depth_min) & (u >= 0) & (u <= intr.width - 1) & (v >= 0) & (v <= intr.height - 1)
+        if int(inside.sum()) < 30:
+            return None
+        p, z, u, v, x, g = p[inside], z[inside], u[inside], v[inside], x[inside], key.grad[inside]
+        b = self.cfg.binning
+        e = _sample(image, (u - (b - 1) / 2) / b, (v - (b - 1) / 2) / b) if b > 1 else _sample(image, u, v)
+        # ∇L · ∂u/∂p  (N×3)
+        gp = np.stack(
+            [g[:, 0] * intr.fx / z, g[:, 1] * intr.fy / z, -(g[:, 0] * intr.fx * p[:, 0] + g[:, 1] * intr.fy * p[:, 1]) / z**2],
+            axis=1,
+        )
+        # ∂p/∂v = -Rᵀ, ∂p/∂ω = Rᵀ [X]×: gp·Rᵀ = (R gp)ᵀ
+        q = gp @ rot.T  # rows (R gpᵀ)ᵀ
+        a_v = -q
+        a_w = np.cross(q, x)  # q · ([X]× ω) = q · (X × ω) = (q × X) · ω
+        return np.concatenate([a_v, a_w], axis=1), e, inside
+
+    def solve(
+        self, a: np.ndarray, e: np.ndarray, prior: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray, float]:
+        """Robust least squares of r = e + A ξ with an optional prior information on ξ (towards 0):
+        (ξ, information AᵀWA / σ² + prior, residual RMS). σ² is the weighted residual variance."""
+        cfg = self.cfg
+        xi = np.zeros(6)
+        s2 = cfg.robust_scale**2
+        w = np.ones(e.shape[0])
+        sigma2 = s2
+        prior = np.zeros((6, 6)) if prior is None else prior
+        for _ in range(cfg.reweight):
+            r = e + a @ xi
+            w = geman_mcclure_weight(r, cfg.robust_scale)
+            sigma2 = max(float((w * r * r).sum() / max(w.sum(), 1e-9)), 1e-8)
+            h = (a * w[:, None]).T @ a / sigma2 + prior
+            h = h + cfg.damping * np.eye(6) * max(float(np.trace(h)) / 6, 1e-12)
+            try:
+                xi = -np.linalg.solve(h, (a * w[:, None]).T @ e / sigma2)
+            except np.linalg.LinAlgError:
+                return np.zeros(6), np.zeros((6, 6)), float("nan")
+        h = (a * w[:, None]).T @ a / sigma2 + prior
+        return xi, h, float(np.sqrt(sigma2))
+
+    def independent_share(self, rows: int, intr: CameraIntrinsics) -> float:
+        """The share of a window's ``rows`` residuals that count as independent: the event image and the
+        keyframe are smoothed with a Gaussian of σ = ``smoothing_px``, which correlates residuals closer
+        than a few σ; smoothed white noise has about one independent value per 4πσ² px², so an image of
+        A px² holds N_eff = A / (4πσ²) of them (1 with ``decorrelate`` off or no smoothing)."""
+        sigma = self.cfg.smoothing_px
+        if not self.cfg.decorrelate or sigma <= 0 or rows <= 0:
+            return 1.0
+        n_eff = intr.width * intr.height / (4.0 * np.pi * sigma * sigma)
+        return float(min(1.0, n_eff / rows))
+
+    def propagate(
+        self,
+        key: Keyframe,
+        start: np.ndarray,
+        events: EventPacket,
+        t0: float,
+        t1: float,
+        velocity: np.ndarray | None = None,
+    ) -> Propagation | None:
+        """Chain the windows of ``events`` over (t0, t1] from the pose ``start`` at t0.
+
+        With ``velocity`` (a world-frame twist per second, the last depth frames' motion) each window
+        starts from the constant-velocity prediction and the events correct it, against a prior on
+        the correction (``motion_sigma_*``): the directions the events observe poorly (translation
+        against rotation, for distant scenes) stay near constant velocity."""
+        intr = events.intrinsics
+        if intr is None:
+            raise ValueError("the event packet has no intrinsics: the event camera must be calibrated for tracking")
+        cfg = self.cfg
+        clock, cpu_clock = time.perf_counter(), time.process_time()
+        pose = start.copy()
+        cov = np.zeros((6, 6))
+        n = max(1, int(np.ceil((t1 - t0) / cfg.window_s - 1e-9)))
+        edges = np.searchsorted(events.t, t0 + (t1 - t0) * np.arange(1, n + 1) / n, side="right")
+        reports: list[WindowReport] = []
+        begin = int(np.searchsorted(events.t, t0, side="right"))
+        any_window = False
+        t_prev = t0
+        for k, end in enumerate(edges):
+            end = int(end) if k < n - 1 else len(events)
+            if end - begin < cfg.min_events and k < n - 1:
+                continue  # too few: merge into the next window
+            if end - begin < cfg.min_events:
+                break
+            sl = slice(begin, end)
+            img = event_image(
+                events.x[sl],
+                events.y[sl],
+                events.p[sl],
+                intr.width,
+                intr.height,
+                cfg.contrast_threshold,
+                cfg.smoothing_px,
+                cfg.binning,
+            )
+            system = self.window_system(key, pose, img, intr)
+            count = end - begin
+            begin = end
+            self.events_processed += count
+            if system is None:
+                continue
+            a, e, _ = system
+            prior, xi_cv = None, np.zeros(6)
+            if velocity is not None:
+                # the events show the whole motion of the window, xi_cv + the correction δ:
+                # r = e + A (xi_cv + δ), with a prior on δ
+                t_end = float(events.t[end - 1])
+                dt = max(t_end - t_prev, 1e-6)
+                t_prev = t_end
+                xi_cv = velocity * dt
+                e = e + a @ xi_cv
+                prior = np.diag(
+                    [1.0 / (cfg.motion_sigma_trans**2 * dt)] * 3 + [1.0 / (cfg.motion_sigma_rot**2 * dt)] * 3
+                )
+            # solve for the motion about the camera centre c, (v_c, ω) with v = v_c + c × ω, so that the
+            # prior bounds the camera's own translation (a rotation about the world origin moves it)
+            m = np.eye(6)
+            m[:3, 3:] = _skew(pose[:3, 3])
+            xi_c, info_c, rms = self.solve(a @ m, e, prior)
+            if not np.all(np.isfinite(xi_c)) or not np.all(np.isfinite(info_c)):
+                continue
+            if prior is not None:  # what the window adds to the depth term: its events' share, decorrelated
+                share = self.independent_share(a.shape[0], intr)
+                info_c = (info_c - prior) * share + prior
+            else:
+                info_c = info_c * self.independent_share(a.shape[0], intr)
+            m_inv = np.linalg.inv(m)
+            xi, info = m @ xi_c, m_inv.T @ info_c @ m_inv
+            pose = se3_exp(xi_cv + xi) @ pose
+            try:
+                cov += np.linalg.inv(info + 1e-9 * np.eye(6))
+            except np.linalg.LinAlgError:
+                continue
+            any_window = True
+            reports.append(WindowReport(float(events.t[end - 1]), pose.copy(), count, rms))
+        if velocity is not None and any_window and t1 > t_prev:
+            pose = se3_exp(velocity * (t1 - t_prev)) @ pose
+        seconds = time.perf_counter() - clock
+        self.seconds += seconds
+        self.cpu_seconds += time.process_time() - cpu_clock
+        if not any_window:
+            return None
+        try:
+            information = np.linalg.inv(cov)
+        except np.linalg.LinAlgError:
+            information = np.zeros((6, 6))
+        information = 0.5 * (information + information.T)
+        return Propagation(pose, information, reports, sum(r.events for r in reports), seconds)
+
+
+def _skew(v: np.ndarray) -> np.ndarray:
+    return np.array([[0.0, -v[2], v[1]], [v[2], 0.0, -v[0]], [-v[1], v[0], 0.0]])
+
+
+class EventAidedTracker(Tracker):
+    """The depth tracker with the event term (see the module doc): when a frame carries events (with the
+    event camera's intrinsics; its frame is taken to be the RGB-D camera's), they are chained from the
+    last pose against the last keyframe into a prediction of the frame's pose, registered from along
+    with constant velocity, and the events' orientation is a prior in the depth term. Frames without
+    events are tracked exactly as by :class:`Tracker`."""
+
+    def __init__(
+        self,
+        neural_map: NeuralSDFMap,
+        config: TrackerConfig | None = None,
+        seed: int = 0,
+        events: EventTrackingConfig | None = None,
+        **kwargs,
+    ) -> None:
+        super().__init__(neural_map, config, seed=seed, **kwargs)
+        self.odometry = EventOdometry(events, seed=seed)
+        self.event_cfg = self.odometry.cfg
+        self._key: Keyframe | None = None
+        self._prediction: Propagation | None = None
+        self.extra_term = None
+        self.chose_velocity = 0  # frames where the constant-velocity registration fitted better
+        self.frames_with_events = 0  # RGB-D frames that carried at least one event
+        self.frames_event_aided = 0  # of which the event term predicted the pose
+        self.event_windows = 0
+        self.uncalibrated = 0  # frames whose events had no intrinsics (not usable)
+        self._warned_extrinsics = False
+        self._warned_intrinsics = False
+
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        """The depth tracker's name until events were used, then with ``+events``: a run's stats say which
+        path tracked it (frames without events go exactly the depth tracker's way)."""
+        return f"{Tracker.name}+events" if self.frames_event_aided else Tracker.name
+
+    def event_stats(self) -> dict:
+        """What the event term did so far (a run's stats.json ``events`` block)."""
+        odo = self.odometry
+        return {
+            "frames_with_events": self.frames_with_events,
+            "frames_event_aided": self.frames_event_aided,
+            "frames_uncalibrated": self.uncalibrated,
+            "events": odo.events_processed,
+            "windows": self.event_windows,
+            "event_term_s": round(odo.seconds, 4),
+            "event_term_cpu_s": round(odo.cpu_seconds, 4),
+            "event_term_events_per_s": round(odo.events_processed / odo.seconds) if odo.seconds > 0 else None,
+            "chose_velocity": self.chose_velocity,
+        }
+
+    def predict(self) -> np.ndarray:
+        if self._prediction is not None:
+            return self._prediction.pose  # registration copies it; `register` recognises it
+        return super().predict()
+
+    def register(
+        self,
+        points: np.ndarray,
+        init: np.ndarray,
+        robust_scale: float | None = None,
+        iterations: int | None = None,
+        weights: np.ndarray | None = None,
+        sweep_fractions: np.ndarray | None = None,
+        sweep_prior: float = 0.0,
+    ) -> tuple[np.ndarray, dict]:
+        """As :meth:`Tracker.register`; from the events' prediction, with ``check_velocity``, also from the
+        constant-velocity one, keeping the registration with more inliers (events can only help)."""
+        sweep = {"sweep_fractions": sweep_fractions, "sweep_prior": sweep_prior}
+        pose, rep = super().register(points, init, robust_scale, iterations, weights, **sweep)
+        pred = self._prediction
+        if pred is None or init is not pred.pose or not self.event_cfg.check_velocity:
+            return pose, rep
+        self._prediction = None  # the alternative registers without the events' prior
+        extra, self.extra_term = self.extra_term, None
+        try:
+            alt_pose, alt_rep = super().register(points, super().predict(), robust_scale, iterations, weights, **sweep)
+        finally:
+            self._prediction, self.extra_term = pred, extra
+        if alt_rep["inlier_ratio"] > rep["inlier_ratio"]:
+            self.chose_velocity += 1
+            return alt_pose, alt_rep
+        return pose, rep
+
+    def _prior_term(self, pose: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Normal-equation terms of the events' prior on the orientation, r = log(R · R_evᵀ), for the depth
+        step at ``pose``: the rotation block of the prediction's information with the translation
+        marginalised out (the events observe rotation well, translation poorly), in the depth term's
+        units (× its residual scale²) and × ``prior_weight``."""
+        assert self._prediction is not None
+        info = self._prediction.information
+        try:
+            rot_info = info[3:, 3:] - info[3:, :3] @ np.linalg.solve(info[:3, :3], info[:3, 3:])
+        except np.linalg.LinAlgError:
+            rot_info = np.zeros((3, 3))
+        h = np.zeros((6, 6))
+        h[3:, 3:] = 0.5 * (rot_info + rot_info.T) * (self.event_cfg.prior_weight * self.event_cfg.depth_sigma_m**2)
+        r = se3_log(pose @ np.linalg.inv(self._prediction.pose))
+        return h, h @ r
+
+    def _colocated(self, events: EventPacket) -> bool:
+        """Whether the event camera shares the RGB-D camera's frame (the only case handled so far)."""
+        t = events.camera_from_sensor
+        if t is None or np.allclose(t, np.eye(4), atol=1e-6):
+            return True
+        if not self._warned_extrinsics:
+            log.warning("event camera offset from the RGB-D camera: not handled yet, events are not used")
+            self._warned_extrinsics = True
+        return False
+
+    def track(self, frame: Frame) -> TrackingResult:
+        self._prediction = None
+        self.extra_term = None
+        events = getattr(frame, "events", None) if self.event_cfg.enabled else None
+        if isinstance(frame, RGBDFrame) and events is not None and len(events) > 0:
+            self.frames_with_events += 1
+            if events.intrinsics is None:
+                self.uncalibrated += 1
+                if not self._warned_intrinsics:
+                    log.warning("events without the event camera's intrinsics (events.fx ...): not used")
+                    self._warned_intrinsics = True
+        if (
+            isinstance(frame, RGBDFrame)
+            and events is not None
+            and len(events) > 0
+            and self._key is not None
+            and self.poses
+            and events.intrinsics is not None
+            and self._colocated(events)
+        ):
+            velocity = None
+            if len(self.poses) >= 2 and len(self.timestamps) >= 2 and self.cfg.constant_velocity:
+                dt = self.timestamps[-1] - self.timestamps[-2]
+                if dt > 0:  # the last motion as a world-frame twist per second
+                    velocity = se3_log(self.poses[-1] @ np.linalg.inv(self.poses[-2])) / dt
+            prop = self.odometry.propagate(
+                self._key, self.poses[-1], events, self._key.timestamp, frame.timestamp, velocity
+            )
+            if prop is not None:
+                self._prediction = prop
+                self.frames_event_aided += 1
+                self.event_windows += len(prop.windows)
+                if self.lost_streak > 0:
+                    # while the depth term is lost the events carry the pose: re-localise from their pose
+                    # (a lost frame's pose is the prediction, i.e. theirs, too)
+                    self.last_good = prop.pose
+                if self.event_cfg.prior_weight > 0:
+                    self.extra_term = self._prior_term
+        try:
+            result = super().track(frame)
+        finally:
+            self.extra_term = None
+        if self._prediction is not None:
+            result.info["event_windows"] = len(self._prediction.windows)
+            result.info["events"] = self._prediction.events
+            result.info["event_poses"] = [(w.t, w.pose) for w in self._prediction.windows]
+        self._prediction = None
+        if isinstance(frame, RGBDFrame):
+            # the next keyframe, also when the depth term lost this frame: its colour and depth are
+            # fine, and its pose is the events' prediction then
+            intr = events.intrinsics if events is not None and events.intrinsics is not None else None
+            self._key = self.odometry.keyframe(frame, result.pose, intr, events) if intr is not None else None
+        return result

@@ -1,0 +1,296 @@
+"""NeuralSDFMap: a signed distance field (and colour) from sparse multi-resolution voxel embeddings.
+
+Each level is a ``SparseVoxelGrid`` whose corners carry learnable feature vectors; a point's feature is
+the trilinear interpolation of its voxel's eight corners, levels are concatenated, and a small MLP
+decodes the SDF (metres) and, through a separate head, colour. Space is allocated where observations
+land, so no scene bound is needed.
+
+Concurrency: tracking reads while mapping writes. Every write of parameters (an optimizer step, an
+allocation, a load) happens inside ``map.writing()``, and every read that must be consistent inside
+``map.reading()``; both take the same lock, held only for the step or the query, so a reader never sees a
+half-applied step and a query never waits for more than one step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from slam.map.voxel_grid import SparseVoxelGrid, grow_rows, pack_keys, unpack_keys
+
+
+class NeuralMapConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    backend: Literal["auto", "torch", "tcnn"] = Field(
+        "auto", description="field backend: auto (tcnn when CUDA and tinycudann import, else torch), torch, tcnn"
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="torch device: auto picks cuda when available")
+    voxel_size: float = Field(0.04, gt=0, description="finest voxel size (m)")
+    levels: int = Field(2, ge=1, le=4, description="resolution levels, each 4x coarser than the previous")
+    level_scale: float = Field(4.0, gt=1, description="voxel size ratio between consecutive levels")
+    block: int = Field(8, ge=2, le=32, description="voxels per block edge (allocation and meshing unit)")
+    feature_dim: int = Field(8, ge=1, le=64, description="embedding channels per level")
+    hidden: int = Field(32, ge=4, le=256, description="decoder hidden width")
+    hidden_layers: int = Field(2, ge=1, le=4, description="decoder hidden layers")
+    color: bool = Field(True, description="learn a colour head")
+    init_std: float = Field(1e-3, ge=0, description="std of freshly allocated embeddings")
+
+
+def build_map(config: NeuralMapConfig | None = None) -> NeuralSDFMap:
+    """The map for this machine: tinycudann's hash grid when CUDA and tinycudann import (or when
+    ``backend: tcnn``), the pure-torch sparse voxel embeddings otherwise."""
+    cfg = config or NeuralMapConfig()
+    use_tcnn = cfg.backend == "tcnn" or (cfg.backend == "auto" and cfg.device != "cpu" and tcnn_available())
+    if use_tcnn:
+        if not tcnn_available():
+            raise RuntimeError("map.backend is 'tcnn' but CUDA or the tinycudann package is not available")
+        from slam.map.tcnn_map import TcnnSDFMap
+
+        return TcnnSDFMap(cfg)
+    return NeuralSDFMap(cfg)
+
+
+def select_device(choice: str) -> torch.device:
+    if choice == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("map.device is 'cuda' but torch sees no CUDA device")
+    return torch.device(choice)
+
+
+def tcnn_available() -> bool:
+    if not torch.cuda.is_available():
+        return False
+    try:
+        import tinycudann  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+@dataclass
+class MapQuery:
+    sdf: torch.Tensor  # (N,)
+    valid: torch.Tensor  # (N,) bool: the point lies in allocated space
+    grad: torch.Tensor | None = None  # (N, 3) spatial gradient of the SDF
+    color: torch.Tensor | None = None  # (N, 3) in [0, 1]
+
+
+def _mlp(n_in: int, hidden: int, layers: int, n_out: int) -> nn.Sequential:
+    mods: list[nn.Module] = []
+    width = n_in
+    for _ in range(layers):
+        mods += [nn.Linear(width, hidden), nn.Softplus(beta=10.0)]
+        width = hidden
+    mods.append(nn.Linear(width, n_out))
+    return nn.Sequential(*mods)
+
+
+class NeuralSDFMap(nn.Module):
+    """Sparse voxel embeddings + MLP decoder; the one piece of state tracking and mapping share."""
+
+    backend_name = "torch-sparse-voxels"
+    #: embeddings get sparse gradients (SparseAdam updates only the rows a step touched)
+    sparse_embeddings = True
+    #: autograd can differentiate the spatial gradient again (eikonal term by double backward)
+    supports_double_backward = True
+
+    def __init__(self, config: NeuralMapConfig | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg = config or NeuralMapConfig()
+        self.device_ = select_device(cfg.device)
+        self.grids = [
+            SparseVoxelGrid(cfg.voxel_size * cfg.level_scale**level, cfg.block, self.device_)
+            for level in range(cfg.levels)
+        ]
+        self.embeddings = nn.ParameterList(
+            [nn.Parameter(torch.zeros(0, cfg.feature_dim, device=self.device_)) for _ in self.grids]
+        )
+        n_feat = cfg.feature_dim * cfg.levels
+        self.sdf_head = _mlp(n_feat, cfg.hidden, cfg.hidden_layers, 1).to(self.device_)
+        self.color_head = _mlp(n_feat, cfg.hidden, 1, 3).to(self.device_) if cfg.color else None
+        # how often the mapper fitted samples around each finest-level corner: space allocated but
+        # not yet fitted decodes to an arbitrary SDF, and the tracker must not register against it
+        self.hits = torch.zeros(0, dtype=torch.int32, device=self.device_)
+        self._lock = threading.RLock()
+        self.version = 0  # bumped by every write, so readers can tell the map changed
+
+    # -- locking -------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[None]:
+        with self._lock:
+            yield
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
+        with self._lock:
+            yield
+            self.version += 1
+
+    # -- allocation ----------------------------------------------------------------------------
+    def allocate(self, points: torch.Tensor, dilate: int = 1) -> int:
+        """Allocate the voxels around world points (N×3) on every level, ``dilate`` voxels each way
+        on the finest level (one on coarser ones). Returns the number of new finest-level corners."""
+        points = points.to(self.device_, torch.float32)
+        added_finest = 0
+        with self.writing():
+            for level, grid in enumerate(self.grids):
+                voxels = _unique_rows(grid.voxels_of(points))
+                r = dilate if level == 0 else 1
+                if r > 0:
+                    g = torch.arange(-r, r + 1, device=self.device_)
+                    offsets = torch.stack(torch.meshgrid(g, g, g, indexing="ij"), dim=-1).reshape(-1, 3)
+                    voxels = (voxels[:, None, :] + offsets[None]).reshape(-1, 3)
+                added = grid.allocate_voxels(voxels)
+                self._grow(level, grid.num_corners)
+                if level == 0:
+                    added_finest = added
+        return added_finest
+
+    def _grow(self, level: int, rows: int) -> None:
+        """Embedding rows (and hit counts) for ``rows`` corners. The embeddings grow geometrically
+        (``grow_rows``): existing rows are not copied on every allocation. The new Parameter shares the
+        old one's buffer while it has room, so an optimizer must follow the new Parameter
+        (``Mapper._sync_embedding_optimizer``)."""
+        if level == 0 and rows > self.hits.shape[0]:
+            self.hits = grow_rows(self.hits, rows)
+        emb = self.embeddings[level]
+        old = emb.shape[0]
+        extra = rows - old
+        if extra <= 0:
+            return
+        fresh = torch.randn(extra, emb.shape[1], device=self.device_) * self.cfg.init_std
+        data = grow_rows(emb.data, rows)
+        data[old:] = fresh
+        self.embeddings[level] = nn.Parameter(data)
+
+    # -- queries -------------------------------------------------------------------------------
+    def features(
+        self, points: torch.Tensor, sparse_grad: bool = False, min_hits: int = 0, record_hits: bool | int = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Concatenated interpolated features (N × levels·F) and validity (N,).
+
+        ``min_hits`` also requires the point's finest corners to have been fitted that often;
+        ``record_hits`` counts these points as fitted (the mapper's near-surface samples): True for all
+        of them, an int n for the first n only (one query can then carry other points too).
+        """
+        feats = []
+        valid = torch.ones(points.shape[0], dtype=torch.bool, device=points.device)
+        for level, (grid, emb) in enumerate(zip(self.grids, self.embeddings)):
+            rows, weights, found = grid.locate(points)
+            valid &= found
+            if level == 0:
+                valid &= self._fitted(rows, found, min_hits, record_hits)
+            if emb.shape[0] == 0:  # nothing allocated yet: zero features, every point invalid
+                feats.append(torch.zeros(points.shape[0], emb.shape[1], device=points.device, dtype=points.dtype))
+                continue
+            safe = rows.clamp_min(0)
+            corner = F.embedding(safe, emb, sparse=sparse_grad)  # N×8×F
+            w = weights * (rows >= 0).to(weights.dtype)
+            feats.append((corner * w[..., None]).sum(dim=1))
+        return torch.cat(feats, dim=1), valid
+
+    def _fitted(self, rows: torch.Tensor, found: torch.Tensor, min_hits: int, record_hits: bool | int) -> torch.Tensor:
+        """Points (by their finest-level corner rows) fitted at least ``min_hits`` times; with
+        ``record_hits`` these points (True: all, n: the first n) count as fitted once more."""
+        ok = torch.ones_like(found)
+        if min_hits <= 0 and not record_hits:
+            return ok
+        safe_rows = rows[found]
+        if min_hits > 0:
+            corner_hits = self.hits.index_select(0, safe_rows.reshape(-1)).view(safe_rows.shape)
+            ok = torch.zeros_like(found).masked_scatter(found, (corner_hits >= min_hits).all(dim=1))
+        if record_hits is not False and record_hits is not True:  # the first n points only
+            counted = found.clone()
+            counted[int(record_hits):] = False
+            safe_rows = rows[counted]
+        if record_hits:
+            flat = safe_rows.reshape(-1)
+            self.hits.index_add_(0, flat, torch.ones_like(flat, dtype=torch.int32))
+        return ok
+
+    def decode_sdf(self, feats: torch.Tensor) -> torch.Tensor:
+        return self.sdf_head(feats).squeeze(-1)
+
+    def decode_color(self, feats: torch.Tensor) -> torch.Tensor:
+        if self.color_head is None:
+            raise RuntimeError("this map has no colour head (map.color is false)")
+        return torch.sigmoid(self.color_head(feats))
+
+    def query(
+        self, points: torch.Tensor, gradient: bool = False, color: bool = False, min_hits: int = 0
+    ) -> MapQuery:
+        """SDF (and optionally its spatial gradient and colour) at N×3 world points, under the read lock.
+
+        Results are detached: this is the tracker's and the mesher's entry point, not training's.
+        """
+        points = points.to(self.device_, torch.float32)
+        with self.reading():
+            if gradient:
+                with torch.enable_grad():
+                    x = points.detach().requires_grad_(True)
+                    feats, valid = self.features(x, min_hits=min_hits)
+                    sdf = self.decode_sdf(feats)
+                    # allow_unused: on an empty map the features do not depend on x at all
+                    (grad,) = torch.autograd.grad(sdf.sum(), x, allow_unused=True)
+                    if grad is None:
+                        grad = torch.zeros_like(x)
+                col = self.decode_color(feats.detach()) if color else None
+                return MapQuery(sdf.detach(), valid, grad, None if col is None else col.detach())
+            with torch.no_grad():
+                feats, valid = self.features(points, min_hits=min_hits)
+                sdf = self.decode_sdf(feats)
+                col = self.decode_color(feats) if color else None
+            return MapQuery(sdf, valid, None, col)
+
+    def embedding_parameters(self) -> list[nn.Parameter]:
+        return list(self.embeddings)
+
+    def decoder_parameters(self) -> list[nn.Parameter]:
+        heads = [self.sdf_head] + ([self.color_head] if self.color_head is not None else [])
+        return [p for head in heads for p in head.parameters()]
+
+    # -- size and persistence ------------------------------------------------------------------
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def map_bytes(self) -> int:
+        params = sum(p.numel() * p.element_size() for p in self.parameters())
+        index = sum(g.index_bytes() for g in self.grids)
+        return int(params + index)
+
+    def allocated_blocks(self, level: int = 0) -> torch.Tensor:
+        """World-space minimum corners of the allocated blocks of a level (num_blocks × 3)."""
+        return self.grids[level].block_origins()
+
+    def state(self) -> dict:
+        with self.reading():
+            return {
+                "config": self.cfg.model_dump(),
+                "backend": self.backend_name,
+                "grids": [g.state_dict() for g in self.grids],
+                "hits": self.hits.cpu().clone(),
+                "params": {k: v.detach().cpu().clone() for k, v in self.state_dict().items()},
+            }
+
+    def load_state(self, state: dict) -> None:
+        with self.writing():
+            for grid, gstate in zip(self.grids, state["grids"]):
+                grid.load_state_dict(gstate)
+            self.hits = state["hits"].to(self.device_)
+            for level, grid in enumerate(self.grids):
+                self.embeddings[level] = nn.Parameter(torch.zeros(grid.num_corners, self.cfg.feature_dim, device=self.device_))
+            self.load_state_dict({k: v.to(self.device_) for k, v in state["params"].items()})
+
+
+def _unique_rows(voxels: torch.Tensor) -> torch.Tensor:
+    return unpack_keys(torch.unique(pack_keys(voxels)))
