@@ -195,8 +195,9 @@ EXPOSURE_S = 1.0 / 30.0  # the simulated colour camera's exposure (both sequence
 
 
 def run_tracking(seq: Sequence, with_events: bool, seed: int = 0) -> dict[str, Any]:
+    from slam.app.build import build_engine
     from slam.app.config import SLAMConfig
-    from slam.app.replay import TrajectoryRecorder, build_engine, trajectory_accuracy
+    from slam.app.outputs import TrajectoryRecorder, trajectory_accuracy
     from slam.frontends.events import EventAidedTracker, EventTrackingConfig
 
     cfg = SLAMConfig(seed=seed)
@@ -204,7 +205,11 @@ def run_tracking(seq: Sequence, with_events: bool, seed: int = 0) -> dict[str, A
     if with_events:
         base = engine.tracker
         engine.tracker = EventAidedTracker(
-            base.map, cfg.tracker, seed=cfg.seed, lidar=base.lidar, events=EventTrackingConfig(exposure_s=EXPOSURE_S)
+            base.map,
+            cfg.tracker,
+            seed=cfg.seed,
+            lidar=base.lidar,
+            events=EventTrackingConfig(exposure_s=EXPOSURE_S),
         )
     rec = TrajectoryRecorder()
     engine.subscribe(rec)
@@ -232,7 +237,9 @@ def run_tracking(seq: Sequence, with_events: bool, seed: int = 0) -> dict[str, A
         out["event_term_events"] = odo.events_processed
         out["event_term_s"] = round(odo.seconds, 3)
         out["event_term_events_per_s"] = odo.events_processed / odo.seconds if odo.seconds > 0 else None
-        out["event_term_events_per_cpu_s"] = odo.events_processed / odo.cpu_seconds if odo.cpu_seconds > 0 else None
+        out["event_term_events_per_cpu_s"] = (
+            odo.events_processed / odo.cpu_seconds if odo.cpu_seconds > 0 else None
+        )
         out["chose_velocity"] = engine.tracker.chose_velocity
     return out
 
@@ -278,10 +285,18 @@ def verdicts(results: dict[str, dict[str, Any]]) -> list[str]:
             parts.append(f"ATE {change * 100:+.1f} % ({'met' if change <= -0.2 else 'NOT met'}: ≤ −20 %)")
         term, term_cpu = b.get("event_term_events_per_s"), b.get("event_term_events_per_cpu_s")
         if term is not None and term_cpu is not None:
-            ok = "met" if term >= TERM_TARGET else ("met on CPU time only" if term_cpu >= TERM_TARGET else "NOT met")
-            parts.append(f"event term {term / 1e6:.2f} M/s wall, {term_cpu / 1e6:.2f} M/s CPU ({ok}: ≥ 1 M/s)")
+            ok = (
+                "met"
+                if term >= TERM_TARGET
+                else ("met on CPU time only" if term_cpu >= TERM_TARGET else "NOT met")
+            )
+            parts.append(
+                f"event term {term / 1e6:.2f} M/s wall, {term_cpu / 1e6:.2f} M/s CPU ({ok}: ≥ 1 M/s)"
+            )
         slicing = min(io["sync_events_per_s"], io["slice_1ms_events_per_s"])
-        parts.append(f"slicing ≥ {slicing / 1e6:.1f} M/s ({'met' if slicing >= SLICE_TARGET else 'NOT met'}: ≥ 5 M/s)")
+        parts.append(
+            f"slicing ≥ {slicing / 1e6:.1f} M/s ({'met' if slicing >= SLICE_TARGET else 'NOT met'}: ≥ 5 M/s)"
+        )
         if a.get("lost"):
             parts.append(f"RGB-D alone reports {a['lost']} of {a['frames']} frames lost")
         lines.append(f"{name}: " + "; ".join(parts))
@@ -289,7 +304,11 @@ def verdicts(results: dict[str, dict[str, Any]]) -> list[str]:
 
 
 def section(
-    results: dict[str, dict[str, Any]], command: str, date: str, notes: list[str], load: list[float] | None = None
+    results: dict[str, dict[str, Any]],
+    command: str,
+    date: str,
+    notes: list[str],
+    load: list[float] | None = None,
 ) -> str:
     load = load if load is not None else [round(x, 2) for x in os.getloadavg()]
     body = [
@@ -335,7 +354,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip-7scenes", action="store_true")
     p.add_argument("--skip-demo", action="store_true")
     p.add_argument("--out", type=Path, default=REPO_ROOT / "runs" / "bench_events")
-    p.add_argument("--write-benchmarks", action="store_true", help="write the Events section of BENCHMARKS.md")
+    p.add_argument(
+        "--write-benchmarks", action="store_true", help="write the Events section of BENCHMARKS.md"
+    )
     args = p.parse_args(raw)
     if args.quick:
         args.last, args.demo_frames = 119, 120
@@ -353,28 +374,41 @@ def main(argv: list[str] | None = None) -> int:
         seq = prepare()
         io = attach_events(seq)
         print(f"  {len(seq.frames)} frames, {io['events']:,} events, {seq.generation_s:.0f} s", flush=True)
-        row: dict[str, Any] = {"io": io, "notes": seq.notes, "generation_s": round(seq.generation_s, 1), **seq.info}
+        row: dict[str, Any] = {
+            "io": io,
+            "notes": seq.notes,
+            "generation_s": round(seq.generation_s, 1),
+            **seq.info,
+        }
         for method, with_events in (("rgbd", False), ("events", True)):
             print(f"  tracking {method}...", flush=True)
             row[method] = run_tracking(seq, with_events)
             r = row[method]
             print(
                 f"    ATE {_cm(r['ate_rmse_m'])} cm, aligned {_cm(r['ate_rmse_aligned_m'])} cm, lost {r['lost']}, "
-                f"{r['hz']} Hz" + (f", event term {r['event_term_events_per_s'] / 1e6:.2f} M ev/s" if with_events else ""),
+                f"{r['hz']} Hz"
+                + (f", event term {r['event_term_events_per_s'] / 1e6:.2f} M ev/s" if with_events else ""),
                 flush=True,
             )
         name = f"({chr(ord('a') + len(results))}) {seq.name}"
         results[name] = row
-        notes.append(f"{name}: {seq.notes}; {io['events']:,} simulated events" + (
-            f"; largest flow between demo sub-frames {seq.info['max_subframe_flow_px']} px" if seq.info else ""
-        ))
+        notes.append(
+            f"{name}: {seq.notes}; {io['events']:,} simulated events"
+            + (
+                f"; largest flow between demo sub-frames {seq.info['max_subframe_flow_px']} px"
+                if seq.info
+                else ""
+            )
+        )
         del seq
     exe = Path(sys.executable)
     python = ".venv/bin/python" if exe.parent.parent == REPO_ROOT / ".venv" else "python"
     command = shlex.join([python, "-m", "bench.events", *raw])
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(
-        json.dumps({"command": command, "date": date, "notes": notes, "results": results}, indent=2, default=str)
+        json.dumps(
+            {"command": command, "date": date, "notes": notes, "results": results}, indent=2, default=str
+        )
         + "\n"
     )
     print(markdown_table(results))

@@ -45,13 +45,18 @@ ORACLES = [
 ]
 
 
-def run_oracle(frames: list, prior: str | None, weight: float, noise_cm: float, seed: int = 0) -> dict[str, Any]:
+def run_oracle(
+    frames: list, prior: str | None, weight: float, noise_cm: float, seed: int = 0
+) -> dict[str, Any]:
+    from slam.app.build import build_engine
     from slam.app.config import SLAMConfig
-    from slam.app.replay import TrajectoryRecorder, build_engine, trajectory_accuracy
+    from slam.app.outputs import TrajectoryRecorder, trajectory_accuracy
     from slam.core.geometry import se3_exp, se3_log
 
     cfg = SLAMConfig(seed=seed)
-    cfg.events.tracking.enabled = False  # the plain depth tracker (the event tracker resets extra_term per frame)
+    cfg.events.tracking.enabled = (
+        False  # the plain depth tracker (the event tracker resets extra_term per frame)
+    )
     engine = build_engine(cfg)
     tracker = engine.tracker
     rng = np.random.default_rng(seed)
@@ -76,7 +81,10 @@ def run_oracle(frames: list, prior: str | None, weight: float, noise_cm: float, 
                 h[:] = weight * np.eye(6)
             tracker.predict = lambda target=target: target.copy()
             if prior != "guess":
-                tracker.extra_term = lambda pose, h=h, target=target: (h, h @ se3_log(pose @ np.linalg.inv(target)))
+                tracker.extra_term = lambda pose, h=h, target=target: (
+                    h,
+                    h @ se3_log(pose @ np.linalg.inv(target)),
+                )
         engine.process(frame)
         previous_gt = frame.gt_pose
     tracker.extra_term = None

@@ -90,7 +90,12 @@ def kitti_relative_errors(
         t_err.append(np.linalg.norm(err[:, :3, 3], axis=1) / length)
         r_err.append(_rotation_angles(err[:, :3, :3]) / length)
     if not t_err:
-        return {"rel_trans_pct": None, "rel_rot_deg_per_100m": None, "segments": 0, "segment_lengths_m": list(lengths)}
+        return {
+            "rel_trans_pct": None,
+            "rel_rot_deg_per_100m": None,
+            "segments": 0,
+            "segment_lengths_m": list(lengths),
+        }
     t_all, r_all = np.concatenate(t_err), np.concatenate(r_err)
     return {
         "rel_trans_pct": float(t_all.mean() * 100.0),
@@ -126,7 +131,12 @@ def open_sequence(args: argparse.Namespace):
     from drivers.lidar_demo import LidarDemoSource
 
     return LidarDemoSource(
-        path=args.cache, scans=args.scans, beams=args.beams, columns=args.columns, seed=args.seed, progress=False
+        path=args.cache,
+        scans=args.scans,
+        beams=args.beams,
+        columns=args.columns,
+        seed=args.seed,
+        progress=False,
     )
 
 
@@ -137,7 +147,13 @@ def run_ours(args: argparse.Namespace) -> dict[str, Any]:
     overrides: dict[str, Any] = {
         "source": {
             "kind": "lidar_demo",
-            "options": {"scans": args.scans, "beams": args.beams, "columns": args.columns, "seed": args.seed, "progress": False},
+            "options": {
+                "scans": args.scans,
+                "beams": args.beams,
+                "columns": args.columns,
+                "seed": args.seed,
+                "progress": False,
+            },
         },
         "output": {"dir": str(Path(args.out) / "ours"), "progress": False},
         "threads": 1,
@@ -220,7 +236,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--beams", type=int, default=64, choices=(16, 32, 64), help="sensor beams")
     p.add_argument("--columns", type=int, default=1024, help="firings per revolution")
     p.add_argument("--seed", type=int, default=0, help="scene and noise seed")
-    p.add_argument("--config", type=Path, default=None, help="our config (default: configs/lidar_64.yaml, lidar_32 below 64 beams)")
+    p.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="our config (default: configs/lidar_64.yaml, lidar_32 below 64 beams)",
+    )
     p.add_argument("--cache", type=Path, default=None, help="cache root for the generated sequence")
     p.add_argument("--out", type=Path, default=Path("runs/bench_lidar"), help="output folder")
     p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
@@ -234,9 +255,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def _child_argv(method: str, args: argparse.Namespace) -> list[str]:
-    argv = [sys.executable, "-m", "bench.lidar", "--only", method, "--scans", str(args.scans), "--beams",
-            str(args.beams), "--columns", str(args.columns), "--seed", str(args.seed), "--config", str(args.config),
-            "--out", str(args.out)]
+    argv = [
+        sys.executable,
+        "-m",
+        "bench.lidar",
+        "--only",
+        method,
+        "--scans",
+        str(args.scans),
+        "--beams",
+        str(args.beams),
+        "--columns",
+        str(args.columns),
+        "--seed",
+        str(args.seed),
+        "--config",
+        str(args.config),
+        "--out",
+        str(args.out),
+    ]
     if args.cache is not None:
         argv += ["--cache", str(args.cache)]
     return argv
@@ -266,7 +303,11 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(1)
-        result = run_ours(args) if args.only == "ours" else run_kiss(args, drop_ground=args.only == "kiss_noground")
+        result = (
+            run_ours(args)
+            if args.only == "ours"
+            else run_kiss(args, drop_ground=args.only == "kiss_noground")
+        )
         print(json.dumps(result))
         return 0
     with open_sequence(args) as source:  # generate once, before the timed runs
@@ -294,7 +335,9 @@ def main(argv: list[str] | None = None) -> int:
             "KISS-ICP, no ground: a diagnostic, not KISS-ICP's pipeline (its scans without the points our "
             "ground segmentation labels ground)"
         )
-    print(json.dumps({"sequence": meta, "args": {k: str(v) for k, v in vars(args).items()}, "results": results}))
+    print(
+        json.dumps({"sequence": meta, "args": {k: str(v) for k, v in vars(args).items()}, "results": results})
+    )
     return 0
 
 

@@ -62,7 +62,9 @@ class DemoSource(SevenScenesSource):
         the colour (see the module doc)."""
         SequenceSource.__init__(self, first, last, stride)  # check the selection before rendering anything
         if not 0.0 <= float(blur) <= 1.0:
-            raise SourceError(f"demo: blur must be within [0, 1] (a fraction of the frame period), got {blur}")
+            raise SourceError(
+                f"demo: blur must be within [0, 1] (a fraction of the frame period), got {blur}"
+            )
         if not 0.0 < float(event_scale) <= 1.0:
             raise SourceError(f"demo: event_scale must be within (0, 1], got {event_scale}")
         try:
@@ -125,5 +127,7 @@ class DemoSource(SevenScenesSource):
         for frame in super().__iter__():
             ev = Events.empty() if previous is None else self._stream.between(previous, frame.timestamp)
             previous = frame.timestamp
-            frame.events = ev.packet(intr.width, intr.height, timestamp=frame.timestamp, index=frame.index, intrinsics=intr)
+            frame.events = ev.packet(
+                intr.width, intr.height, timestamp=frame.timestamp, index=frame.index, intrinsics=intr
+            )
             yield frame

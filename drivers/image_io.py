@@ -14,7 +14,9 @@ def read_depth_png(path: Path, scale: float, invalid_values: tuple[int, ...] = (
     """A 16-bit depth PNG to metres (float32); 0 and any of ``invalid_values`` become 0 (invalid)."""
     raw = _read_image(path)
     if raw.ndim != 2 or raw.dtype not in (np.uint16, np.int32, np.uint8):
-        raise FrameDecodeError(f"{path}: expected a single-channel 16-bit depth image, got {raw.dtype} {raw.shape}")
+        raise FrameDecodeError(
+            f"{path}: expected a single-channel 16-bit depth image, got {raw.dtype} {raw.shape}"
+        )
     raw = raw.astype(np.int64)
     bad = raw == 0
     for v in invalid_values:

@@ -455,7 +455,9 @@ class ImuPlayback:
         sensors = [s for s in self.device.query_sensors() if s.is_motion_sensor()]
         self.sensor = sensors[0] if sensors else None
         if self.sensor is not None:
-            profiles = [p for p in self.sensor.get_stream_profiles() if p.stream_type().name in ("accel", "gyro")]
+            profiles = [
+                p for p in self.sensor.get_stream_profiles() if p.stream_type().name in ("accel", "gyro")
+            ]
             self.sensor.open(profiles)
             self.sensor.start(buffer.on_frame)
 
@@ -648,9 +650,14 @@ class RealSenseSource(Source):
                 self._reader: Any = self._playback_items(self._stream)
             else:
                 self._reader = self._open_camera(
-                    serial, (width, height, fps), imu, usb2_profile, context,
+                    serial,
+                    (width, height, fps),
+                    imu,
+                    usb2_profile,
+                    context,
                     Backoff(reconnect_initial_s, 2.0, max(reconnect_max_s, reconnect_initial_s)),
-                    reconnect_attempts, lost_after_s,
+                    reconnect_attempts,
+                    lost_after_s,
                 )
             self._fps = self._stream_fps()
         except BaseException:
@@ -688,7 +695,9 @@ class RealSenseSource(Source):
 
     def _check_streams(self, kinds: dict[str, Any], what: str) -> None:
         if "depth" not in kinds:
-            raise SourceError(f"realsense: {what} has no depth stream (streams: {', '.join(kinds) or 'none'})")
+            raise SourceError(
+                f"realsense: {what} has no depth stream (streams: {', '.join(kinds) or 'none'})"
+            )
         if kinds["depth"].format().name != "z16":
             raise SourceError(f"realsense: {what}: depth format {kinds['depth'].format().name}, expected z16")
         if self.color and "color" not in kinds:
@@ -722,7 +731,10 @@ class RealSenseSource(Source):
             log.warning("realsense %s: %s", dev.serial, warning)
         self.usb_warning = warning
         request = LiveRequest(
-            dev.serial, *profile, color=self.color, imu=dev.has_imu if imu is None else imu,
+            dev.serial,
+            *profile,
+            color=self.color,
+            imu=dev.has_imu if imu is None else imu,
             global_time=self.global_time,
         )
         self._request = request
@@ -785,7 +797,9 @@ class RealSenseSource(Source):
                     restarts += 1
                     log.info(
                         "realsense: %s ended after %d of %s depth frames; playing it again for the rest",
-                        self.path, seen, expected if expected is not None else "?",
+                        self.path,
+                        seen,
+                        expected if expected is not None else "?",
                     )
                     stream.close()
                     stream = self._stream = open_playback(self._playable, self.realtime, self._kinds)
@@ -862,13 +876,22 @@ class RealSenseSource(Source):
             # frames lost after the last one delivered leave no gap in the timestamps: count them here
             missing = self.expected_frames - position
             if missing > self.frames_dropped:
-                log.warning("realsense: %s: %d of %d depth frames not delivered", self.path, missing, self.expected_frames)
+                log.warning(
+                    "realsense: %s: %d of %d depth frames not delivered",
+                    self.path,
+                    missing,
+                    self.expected_frames,
+                )
                 self.frames_dropped = missing
         if position == 0 and self.path is not None:
             log.warning("realsense: %s delivered no frame", self.path)
 
     def _where(self) -> str:
-        return str(self.path) if self.path is not None else f"RealSense {self.device.serial if self.device else '?'}"
+        return (
+            str(self.path)
+            if self.path is not None
+            else f"RealSense {self.device.serial if self.device else '?'}"
+        )
 
     def _selected(self, position: int) -> bool:
         if position < self.first or (self.last is not None and position > self.last):
@@ -883,7 +906,9 @@ class RealSenseSource(Source):
         if self._imu_playback is not None and not self._imu.wait_past(
             pair.depth.stamp_ms, self._imu_playback.finished
         ):
-            log.warning("realsense: %s: IMU samples up to t=%.3f ms did not come", self._where(), pair.depth.stamp_ms)
+            log.warning(
+                "realsense: %s: IMU samples up to t=%.3f ms did not come", self._where(), pair.depth.stamp_ms
+            )
         imu = self._imu.take_until(pair.depth.stamp_ms)
         if not self._selected(position):
             return None
@@ -895,7 +920,9 @@ class RealSenseSource(Source):
                 depth=depth_metres(pair.depth.data, self._depth_scale),
                 intrinsics=pair.depth.intrinsics,
                 color=pair.color.data if pair.color is not None else None,
-                frame_id="camera_color_optical_frame" if self.align_to_color else "camera_depth_optical_frame",
+                frame_id="camera_color_optical_frame"
+                if self.align_to_color
+                else "camera_depth_optical_frame",
                 source_name=f"{self._where()} depth frame {pair.depth.number} (t={pair.depth.stamp_ms} ms)",
                 imu=imu if len(imu) else None,
             )
@@ -924,7 +951,10 @@ class RealSenseSource(Source):
             if data.dtype != np.uint16 or data.ndim != 2:
                 raise FrameDecodeError(f"depth frame is {data.dtype} {data.shape}, expected uint16 H×W")
             depth = Image(
-                raw_depth.get_timestamp(), raw_depth.get_frame_number(), data.copy(), _intrinsics(raw_depth.profile)
+                raw_depth.get_timestamp(),
+                raw_depth.get_frame_number(),
+                data.copy(),
+                _intrinsics(raw_depth.profile),
             )
         color = None
         if raw_color:

@@ -53,11 +53,15 @@ def _load(config: Path | None, sets: list[str] | None, extra: dict[str, Any] | N
 
 
 def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
 
 
 @app.callback()
-def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="log progress details")] = False) -> None:
+def _main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="log progress details")] = False,
+) -> None:
     _setup_logging(verbose)
 
 
@@ -112,10 +116,14 @@ def devices() -> None:
 
 @app.command("record")
 def record(
-    out: Annotated[Path, typer.Argument(help="recording to write (.db3), played back by --dataset realsense")],
+    out: Annotated[
+        Path, typer.Argument(help="recording to write (.db3), played back by --dataset realsense")
+    ],
     seconds: Annotated[float | None, typer.Option(help="stop after this many seconds")] = None,
     frames: Annotated[int | None, typer.Option(help="stop after this many frames")] = None,
-    serial: Annotated[str | None, typer.Option(help="camera serial (see `slam devices`); default the first")] = None,
+    serial: Annotated[
+        str | None, typer.Option(help="camera serial (see `slam devices`); default the first")
+    ] = None,
     width: Annotated[int, typer.Option(help="image width")] = 640,
     height: Annotated[int, typer.Option(help="image height")] = 480,
     fps: Annotated[int, typer.Option(help="frames per second")] = 30,
@@ -162,7 +170,11 @@ def _print_summary(result) -> None:
         ("speed", f"{s['fps']:.1f} frames/s, tracking median {s['tracking_ms_median']:.1f} ms"),
         ("peak RSS", f"{s['peak_rss_mb']:.0f} MB"),
     ]
-    for key, label in (("ate_rmse_m", "ATE"), ("ate_rmse_aligned_m", "ATE (SE(3)-aligned)"), ("rpe_trans_1s_m", "RPE 1 s")):
+    for key, label in (
+        ("ate_rmse_m", "ATE"),
+        ("ate_rmse_aligned_m", "ATE (SE(3)-aligned)"),
+        ("rpe_trans_1s_m", "RPE 1 s"),
+    ):
         if s.get(key) is not None:
             rows.append((label, f"{s[key] * 100:.2f} cm"))
     if s.get("mesh_accuracy_cm") is not None:
@@ -194,7 +206,9 @@ def _print_summary(result) -> None:
 
 @app.command("replay")
 def replay(
-    path: Annotated[Path | None, typer.Argument(help="dataset folder or recording file (optional for --dataset demo)")] = None,
+    path: Annotated[
+        Path | None, typer.Argument(help="dataset folder or recording file (optional for --dataset demo)")
+    ] = None,
     dataset: Annotated[
         str | None,
         typer.Option(
@@ -291,13 +305,19 @@ def _serve(cfg) -> None:
         highlight=False,
     )
     typer.echo(json.dumps({k: v for k, v in s.items() if k != "skipped"}))
-    problems = [s[k] for k in ("tracking_error", "driver_error", "mapping_error", "map_error", "mesh_error") if s.get(k)]
+    problems = [
+        s[k]
+        for k in ("tracking_error", "driver_error", "mapping_error", "map_error", "mesh_error")
+        if s.get(k)
+    ]
     if problems:
         err_console.print(f"[bold red]finished with errors:[/] {'; '.join(problems)}", highlight=False)
         raise typer.Exit(1)
 
 
-def _service_overrides(fast: bool, realtime: bool, load_map: Path | None, localize_only: bool) -> dict[str, Any]:
+def _service_overrides(
+    fast: bool, realtime: bool, load_map: Path | None, localize_only: bool
+) -> dict[str, Any]:
     if fast and realtime:
         _fail("--fast and --realtime exclude each other")
     service: dict[str, Any] = {}
@@ -312,15 +332,20 @@ def _service_overrides(fast: bool, realtime: bool, load_map: Path | None, locali
 
 FastOpt = Annotated[bool, typer.Option("--fast", help="every frame of a recording, as fast as possible")]
 RealtimeOpt = Annotated[
-    bool, typer.Option("--realtime", help="pace a recording by its timestamps; the tracker drops stale frames")
+    bool,
+    typer.Option("--realtime", help="pace a recording by its timestamps; the tracker drops stale frames"),
 ]
-LoadMapOpt = Annotated[Path | None, typer.Option("--load-map", help="start from a map saved by a previous run")]
+LoadMapOpt = Annotated[
+    Path | None, typer.Option("--load-map", help="start from a map saved by a previous run")
+]
 LocalizeOpt = Annotated[bool, typer.Option("--localize-only", help="track in the loaded map without mapping")]
 
 
 @app.command("run")
 def run(
-    config: Annotated[Path, typer.Argument(help="YAML config file (see `slam config dump`, section service)")],
+    config: Annotated[
+        Path, typer.Argument(help="YAML config file (see `slam config dump`, section service)")
+    ],
     fast: FastOpt = False,
     realtime: RealtimeOpt = False,
     sets: SetOpt = None,
@@ -352,7 +377,9 @@ def launch(
     from slam.service.launch import load_launch
 
     try:
-        extra = merge_trees(_service_overrides(fast, realtime, load_map, localize_only), parse_overrides(sets or []))
+        extra = merge_trees(
+            _service_overrides(fast, realtime, load_map, localize_only), parse_overrides(sets or [])
+        )
         cfg, spec = load_launch(file, extra)
     except ConfigError as exc:
         _fail(str(exc))

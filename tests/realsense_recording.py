@@ -106,8 +106,12 @@ class SoftwareCamera:
         self.motion_sensor = None
         if with_imu:
             self.motion_sensor = self.dev.add_sensor("Motion Module")
-            self.accel_profile = self.motion_sensor.add_motion_stream(_motion_stream(rs, rs.stream.accel, 2), True)
-            self.gyro_profile = self.motion_sensor.add_motion_stream(_motion_stream(rs, rs.stream.gyro, 3), True)
+            self.accel_profile = self.motion_sensor.add_motion_stream(
+                _motion_stream(rs, rs.stream.accel, 2), True
+            )
+            self.gyro_profile = self.motion_sensor.add_motion_stream(
+                _motion_stream(rs, rs.stream.gyro, 3), True
+            )
             ident = rs.extrinsics()
             ident.rotation = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
             ident.translation = list(rec.depth_to_imu_m)

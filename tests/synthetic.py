@@ -47,8 +47,9 @@ def look_at(eye, target, up=(0.0, 0.0, 1.0)) -> np.ndarray:
     return pose
 
 
-def render_frame(mesh, pose: np.ndarray, width: int = 160, height: int = 120, f: float = 130.0,
-                 index: int = 0) -> RGBDFrame:
+def render_frame(
+    mesh, pose: np.ndarray, width: int = 160, height: int = 120, f: float = 130.0, index: int = 0
+) -> RGBDFrame:
     """Exact z-depth of ``mesh`` seen from ``pose`` (camera-to-world)."""
     import open3d as o3d
 

@@ -19,11 +19,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from drivers.base import Source
 from drivers.events.formats import open_event_reader
 from drivers.events.reader import EventCursor, EventReader, empty_packet
+from slam.core.config import StrictConfig
 from slam.core.frames import CameraIntrinsics, EventPacket, RGBDFrame
 
 log = logging.getLogger(__name__)
@@ -31,10 +32,8 @@ log = logging.getLogger(__name__)
 ROTATION_TOLERANCE = 1e-4
 
 
-class EventCameraConfig(BaseModel):
+class EventCameraConfig(StrictConfig):
     """The event camera next to the RGB-D camera: its recording, calibration and clock offset."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     path: Path | None = Field(
         None, description="event recording to attach to the RGB-D frames; null = no events"

@@ -91,7 +91,9 @@ def scene_folder(config: DemoSceneConfig, cache_root: Path | None = None) -> Pat
 
 def is_complete(folder: Path, config: DemoSceneConfig | None = None) -> bool:
     """True when ``folder`` holds a finished sequence (for ``config``, when given)."""
-    frames = finished_count(folder / SCENE_FILE, GENERATOR_VERSION, None if config is None else config.digest, "frames")
+    frames = finished_count(
+        folder / SCENE_FILE, GENERATOR_VERSION, None if config is None else config.digest, "frames"
+    )
     if frames is None:
         return False
     return (folder / MESH_FILE).is_file() and (folder / _name(frames - 1, "depth.png")).is_file()

@@ -94,7 +94,9 @@ class Events:
         return Events(self.t[a:b], self.x[a:b], self.y[a:b], self.p[a:b])
 
     def packet(self, width: int, height: int, timestamp: float = 0.0, index: int = 0, **kw) -> EventPacket:
-        return EventPacket(self.t, self.x, self.y, self.p, width, height, timestamp=timestamp, index=index, **kw)
+        return EventPacket(
+            self.t, self.x, self.y, self.p, width, height, timestamp=timestamp, index=index, **kw
+        )
 
 
 class EventSimulator:
@@ -199,7 +201,9 @@ def interpolate_pose(pose0: np.ndarray, pose1: np.ndarray, alpha: float) -> np.n
     return pose0 @ se3_exp(alpha * se3_log(invert_pose(pose0) @ pose1))
 
 
-def max_flow_px(depth: np.ndarray, intr: CameraIntrinsics, pose0: np.ndarray, pose1: np.ndarray, stride: int = 8) -> float:
+def max_flow_px(
+    depth: np.ndarray, intr: CameraIntrinsics, pose0: np.ndarray, pose1: np.ndarray, stride: int = 8
+) -> float:
     """Largest image displacement (px) of the depth's points (every ``stride``-th pixel) from pose0 to pose1."""
     vs, us = np.mgrid[0 : depth.shape[0] : stride, 0 : depth.shape[1] : stride]
     d = depth[vs, us]
@@ -218,8 +222,12 @@ def max_flow_px(depth: np.ndarray, intr: CameraIntrinsics, pose0: np.ndarray, po
 
 def resize_depth(depth: np.ndarray, intr: CameraIntrinsics, target: CameraIntrinsics) -> np.ndarray:
     """Nearest-neighbour resampling of a depth image to another resolution of the same camera."""
-    us = np.clip(np.round((np.arange(target.width) + 0.5) * intr.width / target.width - 0.5), 0, intr.width - 1)
-    vs = np.clip(np.round((np.arange(target.height) + 0.5) * intr.height / target.height - 0.5), 0, intr.height - 1)
+    us = np.clip(
+        np.round((np.arange(target.width) + 0.5) * intr.width / target.width - 0.5), 0, intr.width - 1
+    )
+    vs = np.clip(
+        np.round((np.arange(target.height) + 0.5) * intr.height / target.height - 0.5), 0, intr.height - 1
+    )
     return depth[vs.astype(np.int64)[:, None], us.astype(np.int64)[None, :]]
 
 
@@ -327,7 +335,8 @@ def rgbd_subframes(
     """(t, grey image, pose) of the sub-frames strictly after ``k0`` up to and including ``k1``: both
     frames warped to the interpolated pose and blended by their distance in time."""
     flow = max(
-        max_flow_px(k0.depth, warper.intr, k0.pose, k1.pose), max_flow_px(k1.depth, warper.intr, k1.pose, k0.pose)
+        max_flow_px(k0.depth, warper.intr, k0.pose, k1.pose),
+        max_flow_px(k1.depth, warper.intr, k1.pose, k0.pose),
     )
     n = subframe_count(flow, max_flow)
     for i in range(1, n + 1):
@@ -400,14 +409,21 @@ def rgbd_sequence_events(
             events = Events.empty()
         else:
             events = Events.concat(
-                [sim.step(log_intensity(img, cfg.log_eps), t) for t, img, _ in rgbd_subframes(warper, prev, key, max_flow)]
+                [
+                    sim.step(log_intensity(img, cfg.log_eps), t)
+                    for t, img, _ in rgbd_subframes(warper, prev, key, max_flow)
+                ]
             )
         prev = key
         yield frame, events
 
 
 def blurred_color(
-    frame, previous_pose: np.ndarray, exposure: float = 1.0, max_flow: float = 1.0, warper: DepthWarper | None = None
+    frame,
+    previous_pose: np.ndarray,
+    exposure: float = 1.0,
+    max_flow: float = 1.0,
+    warper: DepthWarper | None = None,
 ) -> np.ndarray:
     """Motion blur of an RGB-D frame's colour: the mean of the colour warped (with the frame's depth) to the
     poses of the exposure, which ends at the frame and spans ``exposure`` of the way back to
@@ -499,13 +515,21 @@ def ensure_demo_events(
     from drivers.sim.cache import cache_folder, config_digest, finished_count, generate_atomically
 
     cfg = config or EventSimConfig()
-    params = {"scene": scene.digest, "intrinsics": asdict(intr), "sim": asdict(cfg), "max_flow": float(max_flow)}
+    params = {
+        "scene": scene.digest,
+        "intrinsics": asdict(intr),
+        "sim": asdict(cfg),
+        "max_flow": float(max_flow),
+    }
     digest = config_digest(params, DEMO_EVENTS_VERSION)
     folder = cache_folder("demo_events", digest, cache_root)
 
     def complete(path) -> bool:
         meta = path / DEMO_EVENTS_META
-        return finished_count(meta, DEMO_EVENTS_VERSION, digest, "frames") is not None and (path / DEMO_EVENTS_FILE).is_file()
+        return (
+            finished_count(meta, DEMO_EVENTS_VERSION, digest, "frames") is not None
+            and (path / DEMO_EVENTS_FILE).is_file()
+        )
 
     def generate(partial) -> None:
         per_frame, worst = demo_events(

@@ -86,7 +86,9 @@ def sequence_folder(config: LidarSequenceConfig, cache_root: Path | None = None)
 
 def is_complete(folder: Path, config: LidarSequenceConfig | None = None) -> bool:
     """True when ``folder`` holds a finished sequence (for ``config``, when given)."""
-    scans = finished_count(folder / SEQUENCE_FILE, GENERATOR_VERSION, None if config is None else config.digest, "scans")
+    scans = finished_count(
+        folder / SEQUENCE_FILE, GENERATOR_VERSION, None if config is None else config.digest, "scans"
+    )
     if scans is None:
         return False
     return (folder / MESH_FILE).is_file() and (folder / "velodyne" / f"{scans - 1:06d}.bin").is_file()

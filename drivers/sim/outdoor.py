@@ -494,8 +494,12 @@ class VehiclePath:
         gain = np.clip(np.interp(s, self.s, self.speed, period=self.length) / 4.0, 0.0, 1.0)
         gain = np.where((s <= 0.0) | (s >= self.length), 0.0, gain)
         a = np.deg2rad(self.sway_deg)
-        pitch = a * (0.6 * np.sin(2 * np.pi * 0.7 * times + 0.3) + 0.4 * np.sin(2 * np.pi * 1.9 * times + 2.1))
-        roll = a * (0.6 * np.sin(2 * np.pi * 1.1 * times + 1.2) + 0.4 * np.sin(2 * np.pi * 0.45 * times + 4.0))
+        pitch = a * (
+            0.6 * np.sin(2 * np.pi * 0.7 * times + 0.3) + 0.4 * np.sin(2 * np.pi * 1.9 * times + 2.1)
+        )
+        roll = a * (
+            0.6 * np.sin(2 * np.pi * 1.1 * times + 1.2) + 0.4 * np.sin(2 * np.pi * 0.45 * times + 4.0)
+        )
         return gain * pitch, gain * roll
 
     def poses(self, times: np.ndarray) -> np.ndarray:
@@ -513,11 +517,13 @@ class VehiclePath:
         left = np.cross(up, forward)
         # the body rocks on its suspension (pitch about the left axis, roll about the forward axis)
         pitch, roll = self.body_sway(times.ravel(), s)
-        forward, up = forward * np.cos(pitch)[:, None] - up * np.sin(pitch)[:, None], (
-            forward * np.sin(pitch)[:, None] + up * np.cos(pitch)[:, None]
+        forward, up = (
+            forward * np.cos(pitch)[:, None] - up * np.sin(pitch)[:, None],
+            (forward * np.sin(pitch)[:, None] + up * np.cos(pitch)[:, None]),
         )
-        left, up = left * np.cos(roll)[:, None] + up * np.sin(roll)[:, None], (
-            up * np.cos(roll)[:, None] - left * np.sin(roll)[:, None]
+        left, up = (
+            left * np.cos(roll)[:, None] + up * np.sin(roll)[:, None],
+            (up * np.cos(roll)[:, None] - left * np.sin(roll)[:, None]),
         )
         out = np.tile(np.eye(4), (len(s), 1, 1))
         out[:, :3, 0], out[:, :3, 1], out[:, :3, 2] = forward, left, up

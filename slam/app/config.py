@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from drivers.events.sync import EventCameraConfig
+from slam.core.config import StrictConfig
 from slam.engine.baseline import BaselineConfig
 from slam.engine.mapper import MapperConfig
 from slam.engine.tracker import TrackerConfig
@@ -28,13 +29,14 @@ class ConfigError(ValueError):
     """A configuration file or override is invalid; the message names the key and the reason."""
 
 
-class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class SourceConfig(StrictModel):
-    kind: str = Field("demo", description="driver name (see `slam sources`): demo, 7scenes, tum, replica, lidar_demo, kitti, pointcloud_folder, rosbag, realsense")
-    path: Path | None = Field(None, description="dataset folder; for demo, the cache root (default ~/.cache/neural-slam)")
+class SourceConfig(StrictConfig):
+    kind: str = Field(
+        "demo",
+        description="driver name (see `slam sources`): demo, 7scenes, tum, replica, lidar_demo, kitti, pointcloud_folder, rosbag, realsense",
+    )
+    path: Path | None = Field(
+        None, description="dataset folder; for demo, the cache root (default ~/.cache/neural-slam)"
+    )
     first: int = Field(0, ge=0, description="first frame (position in the sequence) to use")
     last: int | None = Field(None, ge=0, description="last frame to use, inclusive; null = to the end")
     stride: int = Field(1, ge=1, description="use every stride-th frame")
@@ -52,7 +54,7 @@ class SourceConfig(StrictModel):
         return kind
 
 
-class OutputConfig(StrictModel):
+class OutputConfig(StrictConfig):
     dir: Path = Field(Path("runs/latest"), description="folder for trajectory.txt, mesh.ply and stats.json")
     save_mesh: bool = Field(True, description="extract and write mesh.ply at the end of a run")
     progress: bool = Field(True, description="show a progress bar on long runs")
@@ -68,7 +70,7 @@ class EventsConfig(EventCameraConfig):
     )
 
 
-class SLAMConfig(StrictModel):
+class SLAMConfig(StrictConfig):
     """Everything one run needs. `slam config dump` prints the defaults."""
 
     source: SourceConfig = Field(default_factory=SourceConfig, description="where frames come from")
@@ -91,11 +93,14 @@ class SLAMConfig(StrictModel):
     )
     output: OutputConfig = Field(default_factory=OutputConfig, description="what a run writes")
     service: ServiceConfig = Field(
-        default_factory=ServiceConfig, description="slam run / slam launch: threads, pacing, publishing, control, map files"
+        default_factory=ServiceConfig,
+        description="slam run / slam launch: threads, pacing, publishing, control, map files",
     )
     seed: int = Field(0, description="seed for every random choice of the run (sampling, noise)")
     threads: int = Field(
-        0, ge=0, description="torch threads per engine thread; 0 = half the cores (tracking and mapping share them, "
+        0,
+        ge=0,
+        description="torch threads per engine thread; 0 = half the cores (tracking and mapping share them, "
         "and oversubscribed OpenMP threads spin and slow everything down)",
     )
 

@@ -290,7 +290,9 @@ def load_session(path: str | os.PathLike) -> SessionSnapshot:
             color = parts["color"][k] if manifest.keyframe_color else None
             origins = parts["origins"][k] if "origins" in parts else None
             keyframes.append(
-                RaySet(parts["dirs"][k], parts["ray_depth"][k], parts["cos"][k], color, poses[k].copy(), origins)
+                RaySet(
+                    parts["dirs"][k], parts["ray_depth"][k], parts["cos"][k], color, poses[k].copy(), origins
+                )
             )
     timestamps = tensor("trajectory.timestamps").numpy()
     poses = tensor("trajectory.poses").numpy().reshape(-1, 4, 4)

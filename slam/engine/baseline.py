@@ -9,17 +9,14 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from slam.core.config import StrictConfig
 from slam.core.frames import RGBDFrame
 from slam.engine.engine import TrackingResult
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class OdometryTrackerConfig(_Strict):
+class OdometryTrackerConfig(StrictConfig):
     method: Literal["hybrid", "point_to_plane", "intensity"] = Field(
         "hybrid", description="odometry residual: hybrid (depth + intensity), point_to_plane or intensity"
     )
@@ -29,17 +26,19 @@ class OdometryTrackerConfig(_Strict):
     )
     depth_outlier_trunc: float = Field(0.07, gt=0, description="depth residuals above this (m) are outliers")
     constant_velocity: bool = Field(True, description="start each frame from a constant-velocity prediction")
-    min_fitness: float = Field(0.05, ge=0, le=1, description="below this fraction of inliers the frame is lost")
+    min_fitness: float = Field(
+        0.05, ge=0, le=1, description="below this fraction of inliers the frame is lost"
+    )
 
 
-class TSDFMapperConfig(_Strict):
+class TSDFMapperConfig(StrictConfig):
     voxel_size: float = Field(0.02, gt=0, description="TSDF voxel size (m)")
     sdf_trunc: float = Field(0.08, gt=0, description="truncation distance (m)")
     depth_max: float = Field(4.0, gt=0, description="ignore depth beyond this (m)")
     every: int = Field(1, ge=1, description="integrate every n-th tracked frame")
 
 
-class BaselineConfig(_Strict):
+class BaselineConfig(StrictConfig):
     odometry: OdometryTrackerConfig = Field(
         default_factory=OdometryTrackerConfig, description="frame-to-frame RGB-D odometry"
     )
@@ -73,7 +72,9 @@ class Open3DOdometryTracker:
         o3d = self.o3d
         depth = o3d.t.geometry.Image(o3d.core.Tensor(frame.depth, device=self._device))
         if frame.color is not None:
-            color = o3d.t.geometry.Image(o3d.core.Tensor(frame.color.astype(np.float32) / 255.0, device=self._device))
+            color = o3d.t.geometry.Image(
+                o3d.core.Tensor(frame.color.astype(np.float32) / 255.0, device=self._device)
+            )
         else:  # depth-only: a flat image keeps the API happy; use point_to_plane for such data
             color = o3d.t.geometry.Image(
                 o3d.core.Tensor(np.zeros((*frame.depth.shape, 3), np.float32), device=self._device)
@@ -153,7 +154,9 @@ class TSDFMapper:
         k = core.Tensor(frame.intrinsics.matrix, core.float64)
         extrinsic = core.Tensor(np.linalg.inv(pose), core.float64)
         trunc_multiplier = self.cfg.sdf_trunc / self.cfg.voxel_size
-        blocks = self.grid.compute_unique_block_coordinates(depth, k, extrinsic, 1.0, self.cfg.depth_max, trunc_multiplier)
+        blocks = self.grid.compute_unique_block_coordinates(
+            depth, k, extrinsic, 1.0, self.cfg.depth_max, trunc_multiplier
+        )
         self.grid.integrate(blocks, depth, color, k, extrinsic, 1.0, self.cfg.depth_max, trunc_multiplier)
         self._integrated += 1
 

@@ -29,8 +29,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from slam.core.config import StrictConfig
 from slam.core.frames import Frame, LidarScan, RGBDFrame
 from slam.core.geometry import rotation_angle
 from slam.frontends.lidar import LidarFrontend
@@ -39,46 +40,58 @@ from slam.map.optim import RowAdam
 from slam.map.voxel_grid import grow_rows
 
 
-class MapperConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
+class MapperConfig(StrictConfig):
     iterations: int = Field(1, ge=0, description="optimizer steps per mapped frame")
     every: int = Field(
-        1, ge=1, description="map every n-th tracked frame (the first always): consecutive frames overlap "
+        1,
+        ge=1,
+        description="map every n-th tracked frame (the first always): consecutive frames overlap "
         "almost entirely, so skipped ones cost the map little and save their whole mapping time",
     )
     first_frame_iterations: int = Field(60, ge=0, description="optimizer steps on the first frame")
     rays: int = Field(3072, ge=64, description="rays drawn per step (current frame and keyframes)")
-    current_fraction: float = Field(0.5, ge=0, le=1, description="share of each step's rays from the current frame")
+    current_fraction: float = Field(
+        0.5, ge=0, le=1, description="share of each step's rays from the current frame"
+    )
     surface_samples: int = Field(3, ge=1, description="samples per ray within the truncation band")
     free_samples: int = Field(1, ge=0, description="samples per ray in free space before the surface")
     truncation: float = Field(0.08, gt=0, description="truncation band half-width (m)")
     eikonal_weight: float = Field(
-        0.0, ge=0, description="weight of the |grad| = 1 term (costs a double backward; the point-to-plane "
+        0.0,
+        ge=0,
+        description="weight of the |grad| = 1 term (costs a double backward; the point-to-plane "
         "targets already give slope 1 near the surface, and on 7-Scenes it did not change accuracy)",
     )
     eikonal_samples: int = Field(512, ge=0, description="near-surface samples that carry the eikonal term")
     free_weight: float = Field(0.5, ge=0, description="weight of the free-space term")
     free_space_depth: float = Field(
-        0.0, ge=0, description="free-space samples lie within this distance (m) before the truncation band; "
+        0.0,
+        ge=0,
+        description="free-space samples lie within this distance (m) before the truncation band; "
         "0 = anywhere from 0.1 m of the sensor (long LiDAR rays: most of such a ray is unallocated space)",
     )
     color_weight: float = Field(0.1, ge=0, description="weight of the colour term")
     lr_embeddings: float = Field(1e-2, gt=0, description="learning rate of the voxel embeddings")
     lr_decoder: float = Field(2e-3, gt=0, description="learning rate of the decoders")
     freeze_decoder_after: int = Field(
-        30, ge=0, description="frames after which the shared decoder stops learning (0 = never): a decoder "
+        30,
+        ge=0,
+        description="frames after which the shared decoder stops learning (0 = never): a decoder "
         "that keeps changing moves the surface everywhere at once, which the tracker sees as drift",
     )
     keyframe_translation: float = Field(0.10, gt=0, description="new keyframe after this much motion (m)")
-    keyframe_rotation_deg: float = Field(10.0, gt=0, description="new keyframe after this much rotation (deg)")
+    keyframe_rotation_deg: float = Field(
+        10.0, gt=0, description="new keyframe after this much rotation (deg)"
+    )
     keyframe_rays: int = Field(4000, ge=100, description="rays kept per keyframe")
     pixel_stride: int = Field(2, ge=1, description="depth pixel stride when collecting rays")
     depth_min: float = Field(0.1, ge=0, description="ignore depth below this (m)")
     depth_max: float = Field(4.0, gt=0, description="ignore depth beyond this (m)")
     allocate_dilation: int = Field(1, ge=0, description="voxels allocated around each observed point")
     mesh_min_hits: int = Field(
-        5, ge=0, description="mesh only space the mapper fitted at least this often: barely fitted space "
+        5,
+        ge=0,
+        description="mesh only space the mapper fitted at least this often: barely fitted space "
         "(behind surfaces, at the edge of the view) holds spurious zero crossings; higher trades completion "
         "for accuracy (7-Scenes 0-599, 1 / 3 / 6 / 12: accuracy 2.57 / 2.46 / 2.36 / 2.26 cm, completion "
         "2.15 / 2.24 / 2.31 / 2.42 cm)",
@@ -115,7 +128,9 @@ def surface_pixels(depth: np.ndarray, depth_min: float, depth_max: float) -> np.
     return ok
 
 
-def normals_at(depth: np.ndarray, vs: np.ndarray, us: np.ndarray, fx: float, fy: float, cx: float, cy: float) -> np.ndarray:
+def normals_at(
+    depth: np.ndarray, vs: np.ndarray, us: np.ndarray, fx: float, fy: float, cx: float, cy: float
+) -> np.ndarray:
     """Unit camera-frame normals (K×3, zero where undefined) at interior pixels (vs, us), from central
     differences of the back-projected neighbours: computed only where rays are drawn."""
 
@@ -128,7 +143,9 @@ def normals_at(depth: np.ndarray, vs: np.ndarray, us: np.ndarray, fx: float, fy:
     return np.where(norm > 1e-12, n / np.maximum(norm, 1e-12), 0.0).astype(np.float32)
 
 
-def frame_rays(frame: RGBDFrame, pose: np.ndarray, cfg: MapperConfig, rng: np.random.Generator, limit: int | None):
+def frame_rays(
+    frame: RGBDFrame, pose: np.ndarray, cfg: MapperConfig, rng: np.random.Generator, limit: int | None
+):
     """The frame's valid rays (subsampled to ``limit``) as a RaySet."""
     intr = frame.intrinsics
     s = cfg.pixel_stride
@@ -137,7 +154,9 @@ def frame_rays(frame: RGBDFrame, pose: np.ndarray, cfg: MapperConfig, rng: np.ra
     if limit is not None and vs.size > limit:
         pick = rng.choice(vs.size, limit, replace=False)
         vs, us = vs[pick], us[pick]
-    n = normals_at(depth, vs, us, intr.fx / s, intr.fy / s, (intr.cx + 0.5) / s - 0.5, (intr.cy + 0.5) / s - 0.5)
+    n = normals_at(
+        depth, vs, us, intr.fx / s, intr.fy / s, (intr.cx + 0.5) / s - 0.5, (intr.cy + 0.5) / s - 0.5
+    )
     has_normal = np.abs(n).sum(axis=1) > 0  # degenerate neighbourhoods (rare) give no ray
     vs, us, n = vs[has_normal], us[has_normal], n[has_normal]
     z = depth[vs, us]
@@ -227,7 +246,11 @@ class Mapper:
             current = _subset(current, self._current_rays(), self.rng)
         self._allocate(current)
         if keyframe:
-            keep = current if len(current) <= cfg.keyframe_rays else _subset(current, cfg.keyframe_rays, self.rng)
+            keep = (
+                current
+                if len(current) <= cfg.keyframe_rays
+                else _subset(current, cfg.keyframe_rays, self.rng)
+            )
             self.keyframes.append(keep)
         for _ in range(steps):
             self.step(current)
@@ -373,7 +396,9 @@ def _finite_difference_gradient(neural_map: NeuralSDFMap, x: torch.Tensor, h: fl
     """Central differences of the SDF, differentiable in the parameters (for backends whose fused
     kernels have no second derivative, as in Neuralangelo)."""
     offsets = torch.eye(3, device=x.device, dtype=x.dtype) * h
-    pts = torch.cat([x + offsets[0], x - offsets[0], x + offsets[1], x - offsets[1], x + offsets[2], x - offsets[2]])
+    pts = torch.cat(
+        [x + offsets[0], x - offsets[0], x + offsets[1], x - offsets[1], x + offsets[2], x - offsets[2]]
+    )
     sdf = neural_map.decode_sdf(neural_map.features(pts)[0]).reshape(6, -1)
     return torch.stack([sdf[0] - sdf[1], sdf[2] - sdf[3], sdf[4] - sdf[5]], dim=1) / (2 * h)
 
@@ -387,6 +412,7 @@ def _subset(rays: RaySet, n: int, rng: np.random.Generator) -> RaySet:
     if n >= len(rays):
         return rays
     idx = torch.from_numpy(rng.choice(len(rays), n, replace=False))
+
     def take(t: torch.Tensor) -> torch.Tensor:
         return t.index_select(0, idx)  # several times faster than t[idx] on CPU
 

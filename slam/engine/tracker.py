@@ -41,8 +41,9 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from slam.core.config import StrictConfig
 from slam.core.frames import Frame, LidarScan, RGBDFrame
 from slam.core.geometry import backproject, invert_pose, se3_exp, se3_log, skew
 from slam.engine.engine import TrackingResult
@@ -78,9 +79,7 @@ def apply_about_sensor(xi: np.ndarray, pose: np.ndarray) -> np.ndarray:
     return se3_exp(about_sensor_to_world(pose) @ xi) @ pose
 
 
-class TrackerConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
+class TrackerConfig(StrictConfig):
     points: int = Field(2500, ge=100, description="depth points used at the finest stage")
     coarse_points: int = Field(1000, ge=50, description="depth points used in the first (coarse) iterations")
     pixel_stride: int = Field(4, ge=1, description="take every n-th pixel before subsampling")
@@ -97,9 +96,13 @@ class TrackerConfig(BaseModel):
     )
     iterations: int = Field(6, ge=1, description="maximum Gauss-Newton iterations per frame")
     coarse_iterations: int = Field(2, ge=0, description="of which run on the coarse point set")
-    robust_scale: float = Field(0.02, gt=0, description="Geman-McClure scale (m); residuals well above count little")
+    robust_scale: float = Field(
+        0.02, gt=0, description="Geman-McClure scale (m); residuals well above count little"
+    )
     inlier_threshold: float = Field(0.03, gt=0, description="|SDF| below this (m) makes a point an inlier")
-    damping: float = Field(1e-4, ge=0, description="Levenberg-Marquardt damping added to the normal equations")
+    damping: float = Field(
+        1e-4, ge=0, description="Levenberg-Marquardt damping added to the normal equations"
+    )
     converged_delta: float = Field(
         1e-3,
         gt=0,
@@ -107,9 +110,13 @@ class TrackerConfig(BaseModel):
         "from the sensor. 1 mm is far below the accuracy of an RGB-D frame",
     )
     min_inlier_ratio: float = Field(0.35, ge=0, le=1, description="below this the frame is reported lost")
-    max_residual: float = Field(0.03, gt=0, description="above this RMS inlier residual (m) the frame is lost")
+    max_residual: float = Field(
+        0.03, gt=0, description="above this RMS inlier residual (m) the frame is lost"
+    )
     min_hits: int = Field(
-        20, ge=0, description="use only points whose voxel corners were fitted at least this often (fresh space is unreliable)"
+        20,
+        ge=0,
+        description="use only points whose voxel corners were fitted at least this often (fresh space is unreliable)",
     )
     recovery_scale: float = Field(4.0, ge=1, description="robust scale multiplier while re-localising")
     constant_velocity: bool = Field(True, description="predict each pose from the last motion")
@@ -237,7 +244,9 @@ class Tracker:
         n_iter = iterations or cfg.iterations
         sweep = sweep_fractions is not None and sweep_prior > 0 and len(points) > 0
         if sweep_fractions is not None and np.shape(sweep_fractions) != (points.shape[0],):
-            raise ValueError(f"sweep_fractions must have shape ({points.shape[0]},), got {np.shape(sweep_fractions)}")
+            raise ValueError(
+                f"sweep_fractions must have shape ({points.shape[0]},), got {np.shape(sweep_fractions)}"
+            )
         pose = init.copy()
         points64 = points.astype(np.float64)
         pts_all = torch.from_numpy(points.astype(np.float32))
@@ -258,7 +267,9 @@ class Tracker:
                 xi, fit = self._step(pts, pose, scale, w_pts, u_pts, correction, sweep_prior)
                 rot = pose[:3, :3]
                 correction = correction + np.concatenate([rot.T @ xi[6:9], rot.T @ xi[9:]])
-                pts_all = torch.from_numpy(apply_scaled_twist(points64, sweep_fractions, correction).astype(np.float32))
+                pts_all = torch.from_numpy(
+                    apply_scaled_twist(points64, sweep_fractions, correction).astype(np.float32)
+                )
             else:
                 xi, fit = self._step(pts, pose, scale, w_pts)
             pose = apply_about_sensor(xi[:6], pose)
@@ -308,9 +319,13 @@ class Tracker:
     def _score(self, world: np.ndarray, n_candidates: int) -> np.ndarray:
         """Robust fit (sum of Geman-McClure weights, points outside fitted space count nothing) of each of
         ``n_candidates`` equal blocks of world points (one batched SDF query, no gradient)."""
-        q = self.map.query(torch.from_numpy(world.reshape(-1, 3).astype(np.float32)), min_hits=self.cfg.min_hits)
+        q = self.map.query(
+            torch.from_numpy(world.reshape(-1, 3).astype(np.float32)), min_hits=self.cfg.min_hits
+        )
         weight = torch.where(
-            q.valid, geman_mcclure_weight(q.sdf.double(), self.cfg.robust_scale), torch.zeros((), dtype=torch.float64)
+            q.valid,
+            geman_mcclure_weight(q.sdf.double(), self.cfg.robust_scale),
+            torch.zeros((), dtype=torch.float64),
         )
         return weight.view(n_candidates, -1).sum(dim=1).numpy()
 
@@ -440,11 +455,17 @@ class Tracker:
             motion, period = self.last_motion(self.lidar.cfg.deskew_window_s)
             prep = self.lidar.prepare(frame, motion, period)
             if len(prep.points) == 0:
-                raise ValueError(f"{frame.source_name or f'scan {frame.index}'}: no points left after preprocessing")
+                raise ValueError(
+                    f"{frame.source_name or f'scan {frame.index}'}: no points left after preprocessing"
+                )
             points, weights, fractions = self.lidar.tracking_points(prep, self.rng)
             # the searches are for predictions over dropped scans: over a single sweep the constant-velocity
             # prediction is within the basin (the whole loop at 10 Hz: the searches changed no pose)
-            span = float(np.ptp(frame.point_times)) if frame.point_times is not None and len(frame.point_times) else 0.0
+            span = (
+                float(np.ptp(frame.point_times))
+                if frame.point_times is not None and len(frame.point_times)
+                else 0.0
+            )
             gap = frame.timestamp - self.timestamps[-1] if self.timestamps else np.inf
             search = len(self.poses) < 2 or not (span > 0 and gap <= 1.5 * span)  # (no velocity yet: search)
             result = self.track_points(
@@ -499,9 +520,15 @@ class Tracker:
         if recovering:
             init = self.last_good
             pose, rep = self.register(
-                points, init, self.cfg.robust_scale * self.cfg.recovery_scale, 2 * self.cfg.iterations, weights
+                points,
+                init,
+                self.cfg.robust_scale * self.cfg.recovery_scale,
+                2 * self.cfg.iterations,
+                weights,
             )
-            pose, rep = self.register(points, pose, weights=weights, **sweep)  # tighten with the normal kernel
+            pose, rep = self.register(
+                points, pose, weights=weights, **sweep
+            )  # tighten with the normal kernel
         else:
             init = self.predict()
             if search:

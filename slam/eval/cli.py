@@ -264,7 +264,12 @@ def mesh_cmd(
 
     try:
         result = mesh_metrics(
-            ref, est, n_points=points, threshold=threshold, seed=seed, distance="samples" if to_samples else "surface"
+            ref,
+            est,
+            n_points=points,
+            threshold=threshold,
+            seed=seed,
+            distance="samples" if to_samples else "surface",
         )
     except (ValueError, OSError) as exc:
         _fail(str(exc))

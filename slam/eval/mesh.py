@@ -172,3 +172,61 @@ def mesh_metrics(
         n_points=int(n_points),
         distance=distance,
     )
+
+
+def crop_mesh_near(mesh_path: Path, seen: np.ndarray, radius: float):
+    """The open3d mesh at ``mesh_path`` without the triangles whose centroid is farther than ``radius`` (m)
+    from every point of ``seen``."""
+    import open3d as o3d
+
+    mesh = o3d.io.read_triangle_mesh(str(mesh_path))
+    tri = np.asarray(mesh.triangles)
+    if len(tri) == 0:
+        return mesh
+    # a wall of a generated building is two triangles tens of metres long: split such triangles first, so
+    # that a wall seen only in part is kept in part, not dropped whole because its centroid is far away
+    verts, tri = split_long_triangles(np.asarray(mesh.vertices), tri, max_edge=radius)
+    mesh = o3d.geometry.TriangleMesh(o3d.utility.Vector3dVector(verts), o3d.utility.Vector3iVector(tri))
+    centroids = verts[tri].mean(axis=1)
+    mesh.remove_triangles_by_mask(~near_points_mask(centroids, seen, radius))
+    mesh.remove_unreferenced_vertices()
+    return mesh
+
+
+def split_long_triangles(
+    verts: np.ndarray, tris: np.ndarray, max_edge: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """(vertices, triangles) with every triangle whose longest edge exceeds ``max_edge`` split into four at
+    its edge midpoints, repeatedly; the split ones are returned as separate triangles (a triangle soup
+    appended to the vertices), which is all sampling and distance queries need."""
+    tris = np.asarray(tris, dtype=np.int64)
+    verts = np.asarray(verts, dtype=np.float64)
+
+    def longest(soup: np.ndarray) -> np.ndarray:
+        return np.linalg.norm(soup - np.roll(soup, 1, axis=1), axis=2).max(axis=1)
+
+    long = longest(verts[tris]) > max_edge
+    soup, done = verts[tris[long]], []
+    while len(soup):
+        split = longest(soup) > max_edge
+        done.append(soup[~split])
+        a, b, c = (soup[split][:, i] for i in range(3))
+        ab, bc, ca = (a + b) / 2, (b + c) / 2, (c + a) / 2
+        soup = np.concatenate(
+            [np.stack(t, axis=1) for t in ((a, ab, ca), (ab, b, bc), (ca, bc, c), (ab, bc, ca))]
+        )
+    if not done:
+        return verts, tris
+    extra = np.concatenate(done).reshape(-1, 3)
+    new_tris = len(verts) + np.arange(len(extra)).reshape(-1, 3)
+    return np.concatenate([verts, extra]), np.concatenate([tris[~long], new_tris])
+
+
+def near_points_mask(points: np.ndarray, seen: np.ndarray, tolerance: float) -> np.ndarray:
+    """Which of the N×3 points lie within ``tolerance`` (m) of an observed point."""
+    if len(seen) == 0:
+        return np.zeros(len(points), dtype=bool)
+    from scipy.spatial import cKDTree
+
+    dist, _ = cKDTree(seen).query(points, distance_upper_bound=tolerance)
+    return np.isfinite(dist)

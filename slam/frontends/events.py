@@ -42,9 +42,10 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from scipy.ndimage import gaussian_filter
 
+from slam.core.config import StrictConfig
 from slam.core.frames import CameraIntrinsics, EventPacket, Frame, RGBDFrame
 from slam.core.geometry import se3_exp, se3_log
 from slam.engine.engine import TrackingResult
@@ -56,10 +57,8 @@ log = logging.getLogger(__name__)
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
-class EventTrackingConfig(BaseModel):
+class EventTrackingConfig(StrictConfig):
     """The event term's settings (config section ``events.tracking``)."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     enabled: bool = Field(
         True,
@@ -77,16 +76,24 @@ class EventTrackingConfig(BaseModel):
     )
     gradient_min: float = Field(0.01, ge=0, description="points need |∇L| above this (log units / px)")
     log_eps: float = Field(0.02, gt=0, description="L = log(I / 255 + eps) of the keyframe's grey image")
-    target_median: float = Field(100.0, gt=0, description="the keyframe's grey median is scaled to this (auto-gain)")
-    robust_scale: float = Field(0.1, gt=0, description="Geman-McClure scale of the event residual (log units)")
+    target_median: float = Field(
+        100.0, gt=0, description="the keyframe's grey median is scaled to this (auto-gain)"
+    )
+    robust_scale: float = Field(
+        0.1, gt=0, description="Geman-McClure scale of the event residual (log units)"
+    )
     reweight: int = Field(3, ge=1, description="robust re-weightings per window")
     damping: float = Field(1e-3, ge=0, description="Levenberg-Marquardt damping (relative to the trace)")
     depth_min: float = Field(0.1, ge=0, description="keyframe points need depth above this (m)")
     depth_max: float = Field(4.0, gt=0, description="keyframe points need depth below this (m)")
     prior_weight: float = Field(
-        1.0, ge=0, description="weight of the events' pose prior against the depth term; 0 = initial guess only"
+        1.0,
+        ge=0,
+        description="weight of the events' pose prior against the depth term; 0 = initial guess only",
     )
-    depth_sigma_m: float = Field(0.01, gt=0, description="the depth term's residual scale (m), to weigh the prior")
+    depth_sigma_m: float = Field(
+        0.01, gt=0, description="the depth term's residual scale (m), to weigh the prior"
+    )
     check_velocity: bool = Field(
         True, description="also register from the constant-velocity prediction and keep the better fit"
     )
@@ -158,7 +165,9 @@ def deblur(
     t = events.t[a:b]
     bins = np.clip(((t - t0) / exposure * samples).astype(np.int64), 0, samples - 1)
     idx = events.y[a:b].astype(np.int64) * w + events.x[a:b].astype(np.int64)
-    per_bin = np.bincount(bins * (h * w) + idx, weights=events.p[a:b].astype(np.float64), minlength=samples * h * w)
+    per_bin = np.bincount(
+        bins * (h * w) + idx, weights=events.p[a:b].astype(np.float64), minlength=samples * h * w
+    )
     per_bin = per_bin.reshape(samples, h * w) * contrast
     after = np.cumsum(per_bin[::-1], axis=0)[::-1]  # E_j: the events from the start of bin j to t_end
     # sample times at the bins' starts and the exposure's end (E = 0), trapezoid weights
@@ -234,7 +243,9 @@ class EventOdometry:
             return None
         grey = _resize_mean(frame.color.astype(np.float32) @ LUMA, intr.width, intr.height)
         if cfg.exposure_s > 0 and events is not None and len(events):
-            grey = deblur(grey, events, frame.timestamp, cfg.exposure_s, cfg.contrast_threshold, cfg.deblur_samples)
+            grey = deblur(
+                grey, events, frame.timestamp, cfg.exposure_s, cfg.contrast_threshold, cfg.deblur_samples
+            )
         median = float(np.median(grey))
         grey = grey * (cfg.target_median / max(median, 1.0))  # auto-gain
         log = np.log(grey / 255.0 + cfg.log_eps).astype(np.float32)
@@ -270,7 +281,9 @@ class EventOdometry:
         z = p[:, 2]
         u = intr.fx * p[:, 0] / np.maximum(z, 1e-6) + intr.cx
         v = intr.fy * p[:, 1] / np.maximum(z, 1e-6) + intr.cy
-        inside = (z > self.cfg.depth_min) & (u >= 0) & (u <= intr.width - 1) & (v >= 0) & (v <= intr.height - 1)
+        inside = (
+            (z > self.cfg.depth_min) & (u >= 0) & (u <= intr.width - 1) & (v >= 0) & (v <= intr.height - 1)
+        )
         if int(inside.sum()) < 30:
             return None
         p, z, u, v, x, g = p[inside], z[inside], u[inside], v[inside], x[inside], key.grad[inside]
@@ -278,7 +291,11 @@ class EventOdometry:
         e = _sample(image, (u - (b - 1) / 2) / b, (v - (b - 1) / 2) / b) if b > 1 else _sample(image, u, v)
         # ∇L · ∂u/∂p  (N×3)
         gp = np.stack(
-            [g[:, 0] * intr.fx / z, g[:, 1] * intr.fy / z, -(g[:, 0] * intr.fx * p[:, 0] + g[:, 1] * intr.fy * p[:, 1]) / z**2],
+            [
+                g[:, 0] * intr.fx / z,
+                g[:, 1] * intr.fy / z,
+                -(g[:, 0] * intr.fx * p[:, 0] + g[:, 1] * intr.fy * p[:, 1]) / z**2,
+            ],
             axis=1,
         )
         # ∂p/∂v = -Rᵀ, ∂p/∂ω = Rᵀ [X]×: gp·Rᵀ = (R gp)ᵀ
@@ -339,7 +356,9 @@ class EventOdometry:
         against rotation, for distant scenes) stay near constant velocity."""
         intr = events.intrinsics
         if intr is None:
-            raise ValueError("the event packet has no intrinsics: the event camera must be calibrated for tracking")
+            raise ValueError(
+                "the event packet has no intrinsics: the event camera must be calibrated for tracking"
+            )
         cfg = self.cfg
         clock, cpu_clock = time.perf_counter(), time.process_time()
         pose = start.copy()
@@ -501,7 +520,9 @@ class EventAidedTracker(Tracker):
         self._prediction = None  # the alternative registers without the events' prior
         extra, self.extra_term = self.extra_term, None
         try:
-            alt_pose, alt_rep = super().register(points, super().predict(), robust_scale, iterations, weights, **sweep)
+            alt_pose, alt_rep = super().register(
+                points, super().predict(), robust_scale, iterations, weights, **sweep
+            )
         finally:
             self._prediction, self.extra_term = pred, extra
         if alt_rep["inlier_ratio"] > rep["inlier_ratio"]:
@@ -521,7 +542,9 @@ class EventAidedTracker(Tracker):
         except np.linalg.LinAlgError:
             rot_info = np.zeros((3, 3))
         h = np.zeros((6, 6))
-        h[3:, 3:] = 0.5 * (rot_info + rot_info.T) * (self.event_cfg.prior_weight * self.event_cfg.depth_sigma_m**2)
+        h[3:, 3:] = (
+            0.5 * (rot_info + rot_info.T) * (self.event_cfg.prior_weight * self.event_cfg.depth_sigma_m**2)
+        )
         r = se3_log(pose @ np.linalg.inv(self._prediction.pose))
         return h, h @ r
 

@@ -34,9 +34,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from scipy.spatial import cKDTree
 
+from slam.core.config import StrictConfig
 from slam.core.frames import FrameError, LidarScan
 from slam.core.geometry import se3_log
 from slam.frontends.lidar_preprocess import (
@@ -50,13 +51,12 @@ from slam.frontends.lidar_preprocess import (
 CACHE_KEY = "lidar"
 
 
-class LidarConfig(BaseModel):
+class LidarConfig(StrictConfig):
     """How LiDAR scans feed the shared tracker and mapper (ignored for RGB-D sources)."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
     preprocess: LidarPreprocessConfig = Field(
-        default_factory=LidarPreprocessConfig, description="deskew, range crop, ground segmentation, downsampling"
+        default_factory=LidarPreprocessConfig,
+        description="deskew, range crop, ground segmentation, downsampling",
     )
     deskew_window_s: float = Field(
         0.3,
@@ -82,12 +82,17 @@ class LidarConfig(BaseModel):
     )
     tracking_points: int = Field(4000, ge=100, description="points registered per scan (after downsampling)")
     ground_fraction: float = Field(
-        0.25, ge=0, le=1, description="share of the tracking points drawn from the ground (when it has enough)"
+        0.25,
+        ge=0,
+        le=1,
+        description="share of the tracking points drawn from the ground (when it has enough)",
     )
     ground_weight: float = Field(
         1.0, ge=0, description="weight of a ground point in the Gauss-Newton normal equations (others: 1)"
     )
-    mapping_rays: int = Field(20000, ge=100, description="rays kept from a scan for mapping (after downsampling)")
+    mapping_rays: int = Field(
+        20000, ge=100, description="rays kept from a scan for mapping (after downsampling)"
+    )
     mapping_max_range: float = Field(
         0.0,
         ge=0,
@@ -97,13 +102,20 @@ class LidarConfig(BaseModel):
         "generated drive 40 m ran 1.8x faster but tracked 4x worse (ATE 1.34 vs 0.31 m): far returns matter",
     )
     normal_neighbors: int = Field(
-        10, ge=4, le=64, description="nearest points whose principal component gives a non-ground point's normal"
+        10,
+        ge=4,
+        le=64,
+        description="nearest points whose principal component gives a non-ground point's normal",
     )
     mesh_eval_range: float = Field(
-        30.0, gt=0, description="mesh completion counts the ground-truth surface observed within this range (m)"
+        30.0,
+        gt=0,
+        description="mesh completion counts the ground-truth surface observed within this range (m)",
     )
     mesh_eval_tolerance: float = Field(
-        0.2, gt=0, description="a ground-truth surface point counts as observed within this distance (m) of a scan point"
+        0.2,
+        gt=0,
+        description="a ground-truth surface point counts as observed within this distance (m) of a scan point",
     )
     min_cos: float = Field(
         0.05, gt=0, le=1, description="lower clip of |normal·ray| (grazing ground rays) in the SDF targets"
@@ -151,12 +163,18 @@ class LidarFrontend:
             return cached
         _check_scan(scan)
         prep = preprocess_scan(
-            scan, self.cfg.preprocess, relative_motion=relative_motion, scan_period=scan_period, reference_time=0.0
+            scan,
+            self.cfg.preprocess,
+            relative_motion=relative_motion,
+            scan_period=scan_period,
+            reference_time=0.0,
         )
         if prep.deskewed and relative_motion is not None and scan_period:
             # where the sensor was when each kept point fired, in the frame at the reference instant
             twist = se3_log(np.asarray(relative_motion, dtype=np.float64)) / scan_period
-            origins = apply_scaled_twist(np.zeros((len(prep.points), 3)), prep.point_times.astype(np.float64), twist)
+            origins = apply_scaled_twist(
+                np.zeros((len(prep.points), 3)), prep.point_times.astype(np.float64), twist
+            )
             scan.extra["lidar_origins"] = origins.astype(np.float32)
         scan.extra[CACHE_KEY] = prep
         return prep
@@ -198,7 +216,9 @@ class LidarFrontend:
         prep.points = apply_scaled_twist(prep.points, fractions, correction).astype(np.float32)
         origins = scan.extra.get("lidar_origins")
         if origins is not None:
-            scan.extra["lidar_origins"] = apply_scaled_twist(origins, fractions, correction).astype(np.float32)
+            scan.extra["lidar_origins"] = apply_scaled_twist(origins, fractions, correction).astype(
+                np.float32
+            )
 
     # -- mapping -------------------------------------------------------------------------------
     def rays(self, scan: LidarScan, rng: np.random.Generator) -> LidarRays:
@@ -211,7 +231,10 @@ class LidarFrontend:
         if len(idx) > self.cfg.mapping_rays:
             idx = np.sort(rng.choice(idx, self.cfg.mapping_rays, replace=False))
         return LidarRays(
-            None if origins is None else origins[idx], prep.points[idx], self.normals(prep, idx), prep.ground[idx]
+            None if origins is None else origins[idx],
+            prep.points[idx],
+            self.normals(prep, idx),
+            prep.ground[idx],
         )
 
     def normals(self, prep: PreprocessedScan, subset: np.ndarray | None = None) -> np.ndarray:
@@ -236,7 +259,9 @@ class LidarFrontend:
             normals[ground] = (0.0, 0.0, 1.0)
         return normals.astype(np.float32)
 
-    def ray_tensors(self, rays: LidarRays) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def ray_tensors(
+        self, rays: LidarRays
+    ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor, torch.Tensor]:
         """(origins or None, unit directions, distances, |n·d| clipped to [min_cos, 1]) for a RaySet."""
         start = np.zeros_like(rays.points) if rays.origins is None else rays.origins
         d = rays.points - start

@@ -30,9 +30,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 from scipy.spatial import cKDTree
 
+from slam.core.config import StrictConfig
 from slam.core.frames import LidarScan
 from slam.core.geometry import se3_log, skew
 
@@ -41,9 +42,7 @@ _KEY_BITS = 21
 _KEY_HALF = 1 << (_KEY_BITS - 1)
 
 
-class GroundSegmentationConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
+class GroundSegmentationConfig(StrictConfig):
     enabled: bool = Field(
         True, description="label ground points (they get their own handling in tracking and mapping)"
     )
@@ -91,10 +90,8 @@ class GroundSegmentationConfig(BaseModel):
         return self
 
 
-class LidarPreprocessConfig(BaseModel):
+class LidarPreprocessConfig(StrictConfig):
     """How a LiDAR scan is prepared for tracking and mapping (``preprocess_scan``)."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     min_range: float = Field(
         1.0, ge=0, description="drop points closer than this (m): the vehicle itself, rain, dust"

@@ -82,7 +82,10 @@ class BlockMesher:
             chunk = todo_pos[start : start + step]
             done = start + len(chunk)
             # nudged into the voxel each corner is the minimum of: rounding must not put it in the neighbour
-            corners = _grid_points(origins, chunk, n_coarse, grid.voxel_size).reshape(-1, 3) + 1e-4 * grid.voxel_size
+            corners = (
+                _grid_points(origins, chunk, n_coarse, grid.voxel_size).reshape(-1, 3)
+                + 1e-4 * grid.voxel_size
+            )
             coarse = self.neural_map.query(corners, min_hits=self.min_hits)
             near = _near_surface_voxels(
                 coarse.sdf.reshape(-1, n_coarse, n_coarse, n_coarse).cpu().numpy(),

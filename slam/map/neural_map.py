@@ -21,19 +21,21 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import nn
 
+from slam.core.config import StrictConfig
 from slam.map.voxel_grid import SparseVoxelGrid, grow_rows, pack_keys, unpack_keys
 
 
-class NeuralMapConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
+class NeuralMapConfig(StrictConfig):
     backend: Literal["auto", "torch", "tcnn"] = Field(
-        "auto", description="field backend: auto (tcnn when CUDA and tinycudann import, else torch), torch, tcnn"
+        "auto",
+        description="field backend: auto (tcnn when CUDA and tinycudann import, else torch), torch, tcnn",
     )
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="torch device: auto picks cuda when available")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="torch device: auto picks cuda when available"
+    )
     voxel_size: float = Field(0.04, gt=0, description="finest voxel size (m)")
     levels: int = Field(2, ge=1, le=4, description="resolution levels, each 4x coarser than the previous")
     level_scale: float = Field(4.0, gt=1, description="voxel size ratio between consecutive levels")
@@ -175,7 +177,11 @@ class NeuralSDFMap(nn.Module):
 
     # -- queries -------------------------------------------------------------------------------
     def features(
-        self, points: torch.Tensor, sparse_grad: bool = False, min_hits: int = 0, record_hits: bool | int = False
+        self,
+        points: torch.Tensor,
+        sparse_grad: bool = False,
+        min_hits: int = 0,
+        record_hits: bool | int = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Concatenated interpolated features (N × levels·F) and validity (N,).
 
@@ -191,7 +197,9 @@ class NeuralSDFMap(nn.Module):
             if level == 0:
                 valid &= self._fitted(rows, found, min_hits, record_hits)
             if emb.shape[0] == 0:  # nothing allocated yet: zero features, every point invalid
-                feats.append(torch.zeros(points.shape[0], emb.shape[1], device=points.device, dtype=points.dtype))
+                feats.append(
+                    torch.zeros(points.shape[0], emb.shape[1], device=points.device, dtype=points.dtype)
+                )
                 continue
             safe = rows.clamp_min(0)
             corner = F.embedding(safe, emb, sparse=sparse_grad)  # N×8×F
@@ -199,7 +207,9 @@ class NeuralSDFMap(nn.Module):
             feats.append((corner * w[..., None]).sum(dim=1))
         return torch.cat(feats, dim=1), valid
 
-    def _fitted(self, rows: torch.Tensor, found: torch.Tensor, min_hits: int, record_hits: bool | int) -> torch.Tensor:
+    def _fitted(
+        self, rows: torch.Tensor, found: torch.Tensor, min_hits: int, record_hits: bool | int
+    ) -> torch.Tensor:
         """Points (by their finest-level corner rows) fitted at least ``min_hits`` times; with
         ``record_hits`` these points (True: all, n: the first n) count as fitted once more."""
         ok = torch.ones_like(found)
@@ -211,7 +221,7 @@ class NeuralSDFMap(nn.Module):
             ok = torch.zeros_like(found).masked_scatter(found, (corner_hits >= min_hits).all(dim=1))
         if record_hits is not False and record_hits is not True:  # the first n points only
             counted = found.clone()
-            counted[int(record_hits):] = False
+            counted[int(record_hits) :] = False
             safe_rows = rows[counted]
         if record_hits:
             flat = safe_rows.reshape(-1)
@@ -288,7 +298,9 @@ class NeuralSDFMap(nn.Module):
                 grid.load_state_dict(gstate)
             self.hits = state["hits"].to(self.device_)
             for level, grid in enumerate(self.grids):
-                self.embeddings[level] = nn.Parameter(torch.zeros(grid.num_corners, self.cfg.feature_dim, device=self.device_))
+                self.embeddings[level] = nn.Parameter(
+                    torch.zeros(grid.num_corners, self.cfg.feature_dim, device=self.device_)
+                )
             self.load_state_dict({k: v.to(self.device_) for k, v in state["params"].items()})
 
 

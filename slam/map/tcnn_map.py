@@ -49,8 +49,13 @@ class TcnnSDFMap(NeuralSDFMap):
                 "per_level_scale": math.exp(math.log(finest / coarsest) / (n_levels - 1)),
             },
         )
-        net = {"otype": "FullyFusedMLP", "activation": "ReLU", "output_activation": "None",
-               "n_neurons": 64, "n_hidden_layers": cfg.hidden_layers}
+        net = {
+            "otype": "FullyFusedMLP",
+            "activation": "ReLU",
+            "output_activation": "None",
+            "n_neurons": 64,
+            "n_hidden_layers": cfg.hidden_layers,
+        }
         n_feat = self.encoding.n_output_dims
         self.sdf_head = tcnn.Network(n_feat, 1, net)
         self.color_head = tcnn.Network(n_feat, 3, {**net, "n_hidden_layers": 1}) if cfg.color else None

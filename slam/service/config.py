@@ -5,17 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
+from slam.core.config import StrictConfig
 from slam.transport.control import ControlConfig
 from slam.transport.publishers import PublisherConfig
 
 Mode = Literal["auto", "fast", "realtime", "live"]
 
 
-class ServiceConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
+class ServiceConfig(StrictConfig):
     mode: Mode = Field(
         "auto",
         description="fast: every frame of a recording, as fast as possible; realtime: a recording paced by its "

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from slam.app.outputs import RunResult, write_run_outputs
 from slam.app.persistence import write_trajectory_atomic
-from slam.app.replay import RunResult, write_run_outputs
 from slam.service.status import service_status
 
 if TYPE_CHECKING:

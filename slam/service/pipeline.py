@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from slam.app.outputs import TrajectoryRecorder
 from slam.app.persistence import SessionSnapshot
-from slam.app.replay import TrajectoryRecorder
 from slam.core.frames import Frame
 from slam.engine.engine import Engine, TrackingResult
 

@@ -27,7 +27,9 @@ from typing import Any
 import numpy as np
 
 from drivers.base import Source
+from slam.app.build import build_engine, open_configured_source
 from slam.app.config import SLAMConfig, torch_threads
+from slam.app.outputs import RunResult
 from slam.app.persistence import (
     SessionSnapshot,
     capture,
@@ -37,7 +39,6 @@ from slam.app.persistence import (
     write_mesh_atomic,
     write_trajectory_atomic,
 )
-from slam.app.replay import RunResult, build_engine, open_configured_source
 from slam.engine.engine import Engine
 from slam.service.driver import DriverThread, Pacer, QueuedFrame, carry_events
 from slam.service.meshes import all_blocks, whole_mesh_block
@@ -70,7 +71,10 @@ class SLAMService:
         self.torch_threads = torch_threads(cfg)
         fast = self.mode == "fast"
         self.frames: HandOff[QueuedFrame] = HandOff(
-            scfg.frame_queue, "block" if fast else "drop_oldest", "oldest" if fast else "newest", carry=carry_events
+            scfg.frame_queue,
+            "block" if fast else "drop_oldest",
+            "oldest" if fast else "newest",
+            carry=carry_events,
         )
         map_every_frame = fast if scfg.map_every_frame is None else scfg.map_every_frame
         self.map_queue: HandOff[MapItem] = HandOff(

@@ -172,7 +172,9 @@ class StatusThread(threading.Thread):
         self.svc.publish_status(status)
         if status["mode"] != "fast" and status["state"] == "running":
             frames = status["frames"]
-            warning = self.drops.update(time.monotonic(), frames["received"], frames["dropped"], status["tracking_ms"])
+            warning = self.drops.update(
+                time.monotonic(), frames["received"], frames["dropped"], status["tracking_ms"]
+            )
             if warning:
                 log.warning(warning)
         if self.progress is not None:

@@ -19,6 +19,7 @@ from typing import Any
 import zmq
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from slam.core.config import StrictConfig
 from slam.transport.publishers import bind_socket, check_zmq_address
 
 log = logging.getLogger(__name__)
@@ -34,9 +35,7 @@ class ControlTimeout(ControlError):
     """No reply within the client's timeout (service not running, or busy)."""
 
 
-class ControlConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
+class ControlConfig(StrictConfig):
     enabled: bool = Field(True, description="accept control requests (status, save_map, shutdown, ...)")
     address: str = Field("tcp://127.0.0.1:5556", description="ROUTER endpoint to bind; loopback by default")
     max_bytes: int = Field(64 * 1024, ge=256, description="requests larger than this get an error reply")

@@ -24,8 +24,9 @@ from typing import Any, Literal
 
 import numpy as np
 import zmq
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
+from slam.core.config import StrictConfig
 from slam.transport.wire import MeshBlock, WireError, encode_mesh, encode_pose, encode_status
 
 log = logging.getLogger(__name__)
@@ -45,9 +46,7 @@ def check_zmq_address(address: str) -> str:
     return address
 
 
-class PublisherConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
+class PublisherConfig(StrictConfig):
     enabled: bool = Field(True, description="publish poses, meshes and status over ZeroMQ")
     address: str = Field(
         "tcp://127.0.0.1:5555",

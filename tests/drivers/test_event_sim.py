@@ -23,7 +23,7 @@ from drivers.sim.events import (
 from slam.core.frames import CameraIntrinsics, EventPacket
 from slam.core.geometry import se3_exp
 
-SHARED = Path(os.environ.get("SLAM_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+SHARED = Path(os.environ.get("SLAM_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
 KITCHEN = SHARED / "7scenes-redkitchen"
 
 
@@ -80,7 +80,9 @@ def test_refractory_period_is_enforced():
         # greedy: crossings at k·0.2/3.01 s, kept every third one (the next at least 0.15 s later)
         np.testing.assert_allclose(t, np.array([1, 4, 7, 10, 13]) * 0.2 / 3.01, atol=1e-9)
     # without it all 15 fire
-    ev_all = simulate(imgs, times, EventSimConfig(contrast_threshold=0.2, threshold_sigma=0.0, refractory_s=0.0))
+    ev_all = simulate(
+        imgs, times, EventSimConfig(contrast_threshold=0.2, threshold_sigma=0.0, refractory_s=0.0)
+    )
     assert len(ev_all) == 15 * h * w
 
 
@@ -128,8 +130,12 @@ def test_interpolate_pose_endpoints_and_midpoint():
     np.testing.assert_allclose(interpolate_pose(a, b, 0.0), a, atol=1e-12)
     np.testing.assert_allclose(interpolate_pose(a, b, 1.0), b, atol=1e-12)
     mid = interpolate_pose(a, b, 0.5)
-    np.testing.assert_allclose(interpolate_pose(a, mid, 1.0) @ np.linalg.inv(a), mid @ np.linalg.inv(a), atol=1e-12)
-    np.testing.assert_allclose(np.linalg.inv(a) @ mid @ np.linalg.inv(a) @ mid, np.linalg.inv(a) @ b, atol=1e-9)
+    np.testing.assert_allclose(
+        interpolate_pose(a, mid, 1.0) @ np.linalg.inv(a), mid @ np.linalg.inv(a), atol=1e-12
+    )
+    np.testing.assert_allclose(
+        np.linalg.inv(a) @ mid @ np.linalg.inv(a) @ mid, np.linalg.inv(a) @ b, atol=1e-9
+    )
 
 
 def _synthetic_view():
@@ -164,7 +170,9 @@ def test_warping_a_real_frame_by_the_identity_gives_no_events():
     sim.reset(log_intensity(img), 0.0)
     assert len(sim.step(log_intensity(out), 0.01)) == 0
     # a real motion does give events
-    moved = warper.warp(img, frame.depth, frame.gt_pose, frame.gt_pose @ se3_exp(np.array([0.01, 0, 0, 0, 0.01, 0])))
+    moved = warper.warp(
+        img, frame.depth, frame.gt_pose, frame.gt_pose @ se3_exp(np.array([0.01, 0, 0, 0, 0.01, 0]))
+    )
     assert len(sim.step(log_intensity(moved), 0.02)) > 1000
 
 

@@ -329,7 +329,9 @@ def test_ray_normals_of_a_tilted_plane_and_edges() -> None:
 
 def test_depth_weights_follow_the_sensor_noise_model() -> None:
     points = np.array([[0.0, 0.0, 1.0], [0.5, 0.2, 2.0], [0.0, 0.0, 3.5]])
-    weights = Tracker(NeuralSDFMap(NeuralMapConfig(device="cpu")), TrackerConfig(depth_weight_power=1)).depth_weights(points)
+    weights = Tracker(
+        NeuralSDFMap(NeuralMapConfig(device="cpu")), TrackerConfig(depth_weight_power=1)
+    ).depth_weights(points)
     assert weights[0] == pytest.approx(1.0) and weights[0] > weights[1] > weights[2]
     # power 1 is sigma(1 m) / sigma(z): 1.2 + 1.9 * 0.36 mm at 1 m against 1.2 + 1.9 * 9.61 mm at 3.5 m
     assert weights[2] == pytest.approx((0.0012 + 0.0019 * 0.36) / (0.0012 + 0.0019 * 9.61))
@@ -393,7 +395,12 @@ def test_registration_does_not_depend_on_where_the_world_origin_is(where) -> Non
     truth = np.eye(4)
     truth[:3, 3] = np.asarray(where) + (0.0, 0.0, 1.7)
     cfg = TrackerConfig(
-        iterations=12, coarse_iterations=0, robust_scale=0.2, inlier_threshold=0.2, min_hits=0, converged_delta=1e-3
+        iterations=12,
+        coarse_iterations=0,
+        robust_scale=0.2,
+        inlier_threshold=0.2,
+        min_hits=0,
+        converged_delta=1e-3,
     )
     tracker = Tracker(AnalyticStreetMap(np.asarray(where)), cfg)  # type: ignore[arg-type]
     errors, iterations = [], []
@@ -473,8 +480,14 @@ def test_travel_search_without_a_velocity_tries_a_horizontal_grid() -> None:
     truth[:3, 3] = (0.0, 0.0, 1.7)
     first = truth.copy()
     first[:3, 3] -= (0.6, 0.2, 0.0)
-    cfg = TrackerConfig(iterations=8, coarse_iterations=0, robust_scale=0.1, inlier_threshold=0.2, min_hits=0,
-                        travel_search_m=1.0)
+    cfg = TrackerConfig(
+        iterations=8,
+        coarse_iterations=0,
+        robust_scale=0.1,
+        inlier_threshold=0.2,
+        min_hits=0,
+        travel_search_m=1.0,
+    )
     searching = Tracker(AnalyticStreetMap(np.zeros(3)), cfg)  # type: ignore[arg-type]
     assert pose_error(searching.register(points, first)[0], truth)[0] > 0.3  # registration alone stays behind
     start = searching.search_travel(points, first, first)
@@ -535,10 +548,14 @@ def test_sweep_motion_is_estimated_with_the_pose() -> None:
     assert error[0] < 0.01 and error[1] < 0.12, error
     correction = report["sweep_correction"]
     assert np.abs(correction[:3]).max() < 0.01, correction  # the forward motion was right
-    assert np.abs(correction[4:] - sweep[4:]).max() < 0.001, correction  # pitch and yaw rates (roll: weak here)
+    assert np.abs(correction[4:] - sweep[4:]).max() < 0.001, (
+        correction
+    )  # pitch and yaw rates (roll: weak here)
     # without point times, or with the prior off, the sweep is not estimated
     assert "sweep_correction" not in tracker.register(scan, truth)[1]
-    assert "sweep_correction" not in tracker.register(scan, truth, sweep_fractions=fractions, sweep_prior=0.0)[1]
+    assert (
+        "sweep_correction" not in tracker.register(scan, truth, sweep_fractions=fractions, sweep_prior=0.0)[1]
+    )
 
 
 def test_offset_searches_run_only_when_the_prediction_spans_more_than_a_sweep(monkeypatch) -> None:
@@ -551,13 +568,21 @@ def test_offset_searches_run_only_when_the_prediction_spans_more_than_a_sweep(mo
     azimuth = np.arctan2(points[:, 1], points[:, 0])
     times = ((azimuth + np.pi) / (2 * np.pi) - 1.0) * 0.1  # a 0.1 s sweep ending at the timestamp
     cfg = TrackerConfig(
-        iterations=4, coarse_iterations=0, robust_scale=0.1, inlier_threshold=0.2, max_residual=0.2, min_hits=0,
-        yaw_search_deg=3.0, travel_search_m=0.4,
+        iterations=4,
+        coarse_iterations=0,
+        robust_scale=0.1,
+        inlier_threshold=0.2,
+        max_residual=0.2,
+        min_hits=0,
+        yaw_search_deg=3.0,
+        travel_search_m=0.4,
     )
     tracker = Tracker(AnalyticStreetMap(np.zeros(3)), cfg)  # type: ignore[arg-type]
     calls: list[float] = []
     original = tracker.search_yaw
-    monkeypatch.setattr(tracker, "search_yaw", lambda pts, init: calls.append(len(tracker.poses)) or original(pts, init))
+    monkeypatch.setattr(
+        tracker, "search_yaw", lambda pts, init: calls.append(len(tracker.poses)) or original(pts, init)
+    )
     start = np.eye(4)
     start[2, 3] = 1.7
     for i, t in enumerate([0.0, 0.1, 0.2, 0.3, 0.7, 0.8]):  # the same place: a vehicle at rest, then a gap

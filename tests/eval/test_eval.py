@@ -645,7 +645,10 @@ def test_completion_over_observed_reference_only(spheres):
     # the upper half-sphere is complete where the camera looked, though it misses half the sphere
     everywhere = mesh_metrics(unit, half, n_points=50_000)
     observed = mesh_metrics(
-        unit, half, n_points=50_000, ref_mask=lambda p: observed_mask(p, [(pose, depth, intr)], tolerance=0.02)
+        unit,
+        half,
+        n_points=50_000,
+        ref_mask=lambda p: observed_mask(p, [(pose, depth, intr)], tolerance=0.02),
     )
     assert everywhere.completion_ratio < 0.65 and observed.completion_ratio > 0.99
     assert observed.accuracy_cm == everywhere.accuracy_cm  # accuracy still against the whole reference

@@ -218,7 +218,9 @@ def test_fine_samples_only_near_the_surface_give_the_same_mesh(monkeypatch) -> N
 
     m = fit_shape("sphere")  # a map of its own: this test allocates more space in it
     # and a shell of allocated but never fitted space about it (as behind surfaces and in free space)
-    shell = torch.nn.functional.normalize(torch.randn(20000, 3, generator=torch.Generator().manual_seed(5)), dim=1)
+    shell = torch.nn.functional.normalize(
+        torch.randn(20000, 3, generator=torch.Generator().manual_seed(5)), dim=1
+    )
     m.allocate(0.9 * shell, dilate=2)
     # the map is fitted only ±2.4 voxels about the sphere: a band of 1 voxel (enough for a slope-1
     # field: a fine sample lies within 0.87 voxel of a corner of its voxel) leaves fitted voxels to skip

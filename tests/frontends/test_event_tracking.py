@@ -71,7 +71,12 @@ def simulate_motion(img, depth, pose, end_pose, duration=0.05, steps=40):
     parts = []
     for i in range(1, steps + 1):
         a = i / steps
-        parts.append(sim.step(log_intensity(warper.warp(img, depth, pose, interpolate_pose(pose, end_pose, a))), a * duration))
+        parts.append(
+            sim.step(
+                log_intensity(warper.warp(img, depth, pose, interpolate_pose(pose, end_pose, a))),
+                a * duration,
+            )
+        )
     from drivers.sim.events import Events
 
     return Events.concat(parts).packet(INTR.width, INTR.height, timestamp=duration, intrinsics=INTR)
@@ -84,7 +89,11 @@ def test_propagation_recovers_a_known_motion_from_simulated_events():
     packet = simulate_motion(img, depth, pose, end_pose)
     assert len(packet) > 500
     cfg = EventTrackingConfig(
-        contrast_threshold=0.15, target_median=float(np.median(img)), window_s=0.05 / 8, smoothing_px=2.0, binning=1
+        contrast_threshold=0.15,
+        target_median=float(np.median(img)),
+        window_s=0.05 / 8,
+        smoothing_px=2.0,
+        binning=1,
     )
     odo = EventOdometry(cfg)
     key = odo.keyframe(_frame(img, depth, pose), pose, INTR)
@@ -104,7 +113,9 @@ def room_setup():
     room = box_room()
     torch.manual_seed(0)
     m = NeuralSDFMap(NeuralMapConfig(voxel_size=0.04, device="cpu", color=False))
-    mapper = Mapper(m, MapperConfig(first_frame_iterations=60, iterations=10, truncation=0.08, rays=1024), seed=0)
+    mapper = Mapper(
+        m, MapperConfig(first_frame_iterations=60, iterations=10, truncation=0.08, rays=1024), seed=0
+    )
     target = np.array([0.6, -0.4, -0.6])
     poses = [look_at(np.array([-1.3 + 0.3 * s, 0.9 - 0.2 * s, 0.4]), target) for s in np.linspace(0, 1, 5)]
     frames = [render_frame(room, p, index=i) for i, p in enumerate(poses)]
@@ -148,10 +159,16 @@ def test_deblurring_with_events_sharpens_a_blurred_keyframe():
     end_pose = se3_exp(np.array([0.03, 0.0, 0.0, 0.0, 0.01, 0.0])) @ pose  # several pixels of motion
     warper = DepthWarper(INTR)
     steps = 24
-    subs = [warper.warp(img, depth, pose, interpolate_pose(pose, end_pose, i / steps)) for i in range(steps + 1)]
+    subs = [
+        warper.warp(img, depth, pose, interpolate_pose(pose, end_pose, i / steps)) for i in range(steps + 1)
+    ]
     blurred = np.mean(subs, axis=0)
     sharp = subs[-1]
-    sim = EventSimulator(INTR.width, INTR.height, EventSimConfig(contrast_threshold=0.1, threshold_sigma=0.0, refractory_s=0.0, log_eps=1e-3))
+    sim = EventSimulator(
+        INTR.width,
+        INTR.height,
+        EventSimConfig(contrast_threshold=0.1, threshold_sigma=0.0, refractory_s=0.0, log_eps=1e-3),
+    )
     sim.reset(log_i(subs[0], 1e-3), 0.0)
     from drivers.sim.events import Events
 
@@ -189,11 +206,15 @@ def test_event_aided_tracker_uses_events_and_tracks_the_room(room_setup):
         grey = np.zeros(f.depth.size, np.float32)
         grey[idx] = 128 + 90 * np.sin(9 * world[:, 0]) * np.sin(7 * world[:, 1] + 1) * np.cos(8 * world[:, 2])
         color = np.repeat(np.clip(grey, 0, 255).astype(np.uint8).reshape(f.depth.shape)[..., None], 3, axis=2)
-        textured.append(RGBDFrame(f.index, f.timestamp, f.depth, f.intrinsics, color=color, gt_pose=f.gt_pose))
+        textured.append(
+            RGBDFrame(f.index, f.timestamp, f.depth, f.intrinsics, color=color, gt_pose=f.gt_pose)
+        )
     intr = frames[0].intrinsics
     for f, ev in rgbd_sequence_events(textured, intr, EventSimConfig(seed=0)):
         f.events = ev.packet(intr.width, intr.height, timestamp=f.timestamp, index=f.index, intrinsics=intr)
-    tracker = EventAidedTracker(m, TrackerConfig(), seed=0, events=EventTrackingConfig(smoothing_px=2.0, binning=1))
+    tracker = EventAidedTracker(
+        m, TrackerConfig(), seed=0, events=EventTrackingConfig(smoothing_px=2.0, binning=1)
+    )
     for f in textured:
         result = tracker.track(f)
         if f.index > 0:
@@ -209,12 +230,21 @@ def test_window_information_counts_independent_observations_only():
     img, depth, pose = textured_scene()
     motion = np.array([0.01, -0.005, 0.008, 0.004, -0.006, 0.003])
     packet = simulate_motion(img, depth, pose, se3_exp(motion) @ pose)
-    kw = dict(contrast_threshold=0.15, target_median=float(np.median(img)), window_s=0.05 / 8, smoothing_px=2.0, binning=1)
+    kw = dict(
+        contrast_threshold=0.15,
+        target_median=float(np.median(img)),
+        window_s=0.05 / 8,
+        smoothing_px=2.0,
+        binning=1,
+    )
     out = {}
     for decorrelate in (False, True):
         odo = EventOdometry(EventTrackingConfig(decorrelate=decorrelate, **kw))
         key = odo.keyframe(_frame(img, depth, pose), pose, INTR)
-        out[decorrelate] = (odo.propagate(key, pose, packet, 0.0, 0.05), odo.independent_share(len(key.points), INTR))
+        out[decorrelate] = (
+            odo.propagate(key, pose, packet, 0.0, 0.05),
+            odo.independent_share(len(key.points), INTR),
+        )
     (plain, one), (dec, share) = out[False], out[True]
     assert one == 1.0 and share == pytest.approx(INTR.width * INTR.height / (4 * np.pi * 4.0) / 3000)
     np.testing.assert_allclose(dec.pose, plain.pose)

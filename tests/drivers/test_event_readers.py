@@ -634,7 +634,7 @@ def test_format_detection(tmp_path):
 
 @pytest.mark.shared_data
 def test_events_io_bench_reads_every_event_of_every_format(events_dir, capsys):
-    repo_root = str(Path(__file__).resolve().parents[1])
+    repo_root = str(Path(__file__).resolve().parents[2])
     if repo_root not in sys.path:  # bench/ is not an installed package: import it from the checkout
         sys.path.insert(0, repo_root)
     main = importlib.import_module("bench.events_io").main

@@ -35,7 +35,10 @@ def room_recording(tmp_path_factory) -> tuple[Path, list[np.ndarray], list[float
     rendered = [render_frame(room, p, width=160, height=120, f=130.0, index=i) for i, p in enumerate(poses)]
     depth = [np.round(f.depth * 1000.0).astype(np.uint16) for f in rendered]  # 1 mm units
     # colour: a shading of the depth, so that the colour head has something to fit
-    color = [np.repeat((np.clip(f.depth / 4.0, 0, 1) * 255).astype(np.uint8)[..., None], 3, axis=2) for f in rendered]
+    color = [
+        np.repeat((np.clip(f.depth / 4.0, 0, 1) * 255).astype(np.uint8)[..., None], 3, axis=2)
+        for f in rendered
+    ]
     intr = Intr(160, 120, 130.0, 130.0, 79.5, 59.5)
     stamps = [5000.0 + 33.333 * i for i in range(len(poses))]
     path = tmp_path_factory.mktemp("realsense") / "room.db3"
@@ -48,8 +51,20 @@ def test_slam_replay_plays_a_realsense_recording(room_recording, tmp_path: Path)
     out = tmp_path / "run"
     result = CliRunner().invoke(
         app,
-        ["replay", str(path), "--dataset", "realsense", "--out", str(out), "--set", "output.progress=false",
-         "--set", "mapper.first_frame_iterations=60", "--set", "output.save_mesh=false"],
+        [
+            "replay",
+            str(path),
+            "--dataset",
+            "realsense",
+            "--out",
+            str(out),
+            "--set",
+            "output.progress=false",
+            "--set",
+            "mapper.first_frame_iterations=60",
+            "--set",
+            "output.save_mesh=false",
+        ],
     )
     assert result.exit_code == 0, result.output
     stats = json.loads(result.output.strip().splitlines()[-1])
@@ -76,8 +91,12 @@ def test_service_runs_a_recording_and_reports_the_sensor(room_recording, tmp_pat
             "output": {"dir": str(tmp_path / "svc"), "progress": False, "save_mesh": False},
             "threads": 1,
             "mapper": {"first_frame_iterations": 40, "iterations": 5},
-            "service": {"mode": "fast", "save_map": False, "publish": {"enabled": False, "status_every_s": 0.1},
-                        "control": {"enabled": False}},
+            "service": {
+                "mode": "fast",
+                "save_map": False,
+                "publish": {"enabled": False, "status_every_s": 0.1},
+                "control": {"enabled": False},
+            },
         }
     )
     publisher = RecordingPublisher()

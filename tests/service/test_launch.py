@@ -14,7 +14,7 @@ from slam.cli import app
 from slam.service.launch import load_launch
 from slam.service.startup import ServiceError, check_source
 
-LAUNCH = Path(__file__).resolve().parents[1] / "launch"
+LAUNCH = Path(__file__).resolve().parents[2] / "launch"
 runner = CliRunner()
 
 
@@ -67,7 +67,9 @@ def test_event_only_sources_and_the_baseline_with_lidar_are_refused() -> None:
     with pytest.raises(ServiceError, match=r"pipeline: driver 'lidar_demo' yields LiDAR scans; the baseline"):
         check_source(cfg.model_copy(update={"pipeline": "baseline"}))
     events = cfg.model_copy(update={"source": cfg.source.model_copy(update={"kind": "events"})})
-    with pytest.raises(ServiceError, match=r"driver 'events' yields events data, which the engine does not track"):
+    with pytest.raises(
+        ServiceError, match=r"driver 'events' yields events data, which the engine does not track"
+    ):
         check_source(events)
 
 

@@ -20,7 +20,7 @@ from slam.core.frames import FrameError, ImuSamples
 from slam.service.launch import load_launch
 from slam.service.startup import check_source
 
-LAUNCH = Path(__file__).resolve().parents[1] / "launch"
+LAUNCH = Path(__file__).resolve().parents[2] / "launch"
 
 
 # -- reconnect state machine ----------------------------------------------------------------------------
@@ -83,8 +83,12 @@ def test_reconnect_with_backoff_after_an_unplug() -> None:
     states: list[tuple[str, str]] = []
     stop = FakeStop()
     reader = ReconnectingReader(
-        device, initial=first, backoff=Backoff(0.5, 2.0, 1.5), stop=stop,
-        on_state=lambda s, m: states.append((s, m)), what="RealSense 123",
+        device,
+        initial=first,
+        backoff=Backoff(0.5, 2.0, 1.5),
+        stop=stop,
+        on_state=lambda s, m: states.append((s, m)),
+        what="RealSense 123",
     )
     assert list(reader) == [1, 2, 3, 4, 5, 6]
     # 0.5, 1.0, then 1.5 (capped) before the third attempt succeeds; reset to 0.5 after it
@@ -101,8 +105,11 @@ def test_reconnect_with_backoff_after_an_unplug() -> None:
 def test_reconnect_gives_up_after_max_attempts_and_stops_on_request() -> None:
     states: list[str] = []
     reader = ReconnectingReader(
-        FakeDevice([DeviceUnavailable("x")] * 3), initial=FakeStream([1], DeviceLost("gone")),
-        max_attempts=3, stop=FakeStop(), on_state=lambda s, m: states.append(s),
+        FakeDevice([DeviceUnavailable("x")] * 3),
+        initial=FakeStream([1], DeviceLost("gone")),
+        max_attempts=3,
+        stop=FakeStop(),
+        on_state=lambda s, m: states.append(s),
     )
     got = []
     with pytest.raises(DeviceUnavailable, match="gave up after 3 reconnection attempts"):
@@ -113,7 +120,9 @@ def test_reconnect_gives_up_after_max_attempts_and_stops_on_request() -> None:
     stop = FakeStop()
     stop.set()  # stopped while waiting to retry: the reader ends quietly
     reader = ReconnectingReader(
-        FakeDevice([]), initial=FakeStream([], DeviceLost("gone")), stop=threading.Event(),
+        FakeDevice([]),
+        initial=FakeStream([], DeviceLost("gone")),
+        stop=threading.Event(),
         on_state=lambda s, m: states.append(s),
     )
     reader.stop = stop
@@ -123,8 +132,11 @@ def test_reconnect_gives_up_after_max_attempts_and_stops_on_request() -> None:
 def test_a_silent_device_counts_as_lost() -> None:
     clock = iter(np.arange(0.0, 100.0, 1.0))
     reader = ReconnectingReader(
-        FakeDevice([FakeStream([2], StreamEnded())]), initial=FakeStream([1], DeviceLost("x"), silent_reads=0),
-        stop=FakeStop(), lost_after_s=2.5, clock=lambda: float(next(clock)),
+        FakeDevice([FakeStream([2], StreamEnded())]),
+        initial=FakeStream([1], DeviceLost("x"), silent_reads=0),
+        stop=FakeStop(),
+        lost_after_s=2.5,
+        clock=lambda: float(next(clock)),
     )
     reader._stream = FakeStream([], DeviceLost("x"), silent_reads=5)  # no frame for 5 reads of 1 s
     assert list(reader) == [2] and reader.disconnects == 1
@@ -147,7 +159,11 @@ def test_frame_pairer_matches_the_syncers_repeated_framesets() -> None:
     sets = [(0, 0), (33, 33), (67, 33), (67, 67), (100, 67), (100, 100), (133, 100)]
     pairs = [p for d, c in sets for p in pairer.push(img(d), img(c))] + pairer.flush()
     assert [(p.depth.stamp_ms, p.color.stamp_ms) for p in pairs] == [
-        (0, 0), (33, 33), (67, 67), (100, 100), (133, 100)
+        (0, 0),
+        (33, 33),
+        (67, 67),
+        (100, 100),
+        (133, 100),
     ]
     assert pairer.stale_color == 1  # the last depth frame's colour never came
     depth_only = FramePairer(with_color=False)
@@ -200,8 +216,12 @@ def test_imu_samples_model() -> None:
 # -- devices, without a camera --------------------------------------------------------------------------
 class FakeRsDevice:
     def __init__(self, serial: str, usb: str, imu: bool) -> None:
-        self.info = {"serial_number": serial, "name": "Intel RealSense D435I", "firmware_version": "5.16",
-                     "usb_type_descriptor": usb}
+        self.info = {
+            "serial_number": serial,
+            "name": "Intel RealSense D435I",
+            "firmware_version": "5.16",
+            "usb_type_descriptor": usb,
+        }
         self.imu = imu
 
     def supports(self, key) -> bool:
@@ -235,9 +255,14 @@ def test_device_lookup_by_serial() -> None:
 
     ctx = FakeContext([FakeRsDevice("111", "3.2", True), FakeRsDevice("222", "2.1", False)])
     found = list_devices(ctx)
-    assert [(d.serial, d.usb, d.has_imu, d.usb2) for d in found] == [("111", "3.2", True, False), ("222", "2.1", False, True)]
+    assert [(d.serial, d.usb, d.has_imu, d.usb2) for d in found] == [
+        ("111", "3.2", True, False),
+        ("222", "2.1", False, True),
+    ]
     assert find_device("222", ctx).serial == "222" and find_device(None, ctx).serial == "111"
-    with pytest.raises(DeviceUnavailable, match=r"no RealSense device with serial 333 \(connected: 111, 222\)"):
+    with pytest.raises(
+        DeviceUnavailable, match=r"no RealSense device with serial 333 \(connected: 111, 222\)"
+    ):
         find_device("333", ctx)
     with pytest.raises(DeviceUnavailable, match="no RealSense device found"):
         find_device(None, FakeContext([]))
@@ -264,7 +289,9 @@ def test_a_recording_is_not_live() -> None:
     assert cls.is_live(None, {}) and not cls.is_live(Path("x.db3"), {})
     cfg = load_config(None, {"source": {"kind": "realsense", "path": "x.db3"}})
     assert check_source(cfg)[1] == "fast"
-    cfg = load_config(None, {"source": {"kind": "realsense", "path": "x.db3"}, "service": {"mode": "realtime"}})
+    cfg = load_config(
+        None, {"source": {"kind": "realsense", "path": "x.db3"}, "service": {"mode": "realtime"}}
+    )
     assert check_source(cfg)[1] == "realtime"
 
 
@@ -348,8 +375,10 @@ def test_live_source_reports_an_unplug_and_reconnects(tmp_path: Path, monkeypatc
 
     monkeypatch.setattr(rsd, "open_live", fake_open_live)
     source = rsd.RealSenseSource(
-        context=FakeContext([FakeRsDevice("111", "2.1", False)]), reconnect_initial_s=0.01,
-        reconnect_attempts=3, align_to_color=False,
+        context=FakeContext([FakeRsDevice("111", "2.1", False)]),
+        reconnect_initial_s=0.01,
+        reconnect_attempts=3,
+        align_to_color=False,
     )
     assert source.live and source.health()["state"] == "starting"
     # a USB 2 link: the smaller mode is asked for and said
@@ -378,7 +407,9 @@ def test_without_pyrealsense2_the_error_says_how_to_install(monkeypatch) -> None
     from drivers.base import SourceError, open_source
 
     monkeypatch.setitem(sys.modules, "pyrealsense2", None)  # as if it were not installed
-    with pytest.raises(SourceError, match=r"pyrealsense2 is not installed .*pip install 'neural-slam\[realsense\]'"):
+    with pytest.raises(
+        SourceError, match=r"pyrealsense2 is not installed .*pip install 'neural-slam\[realsense\]'"
+    ):
         open_source("realsense")
     result = CliRunner().invoke(app, ["devices"])
     assert result.exit_code == 2 and "neural-slam[realsense]" in " ".join(result.output.split())

@@ -17,7 +17,7 @@ from slam.frontends.lidar import LidarConfig, LidarFrontend
 from slam.frontends.lidar_preprocess import LidarPreprocessConfig
 from slam.map.neural_map import NeuralMapConfig, NeuralSDFMap
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
 # ------------------------------------------------------------------------------------------- presets
@@ -85,7 +85,9 @@ def test_rays_use_ground_plane_and_local_normals() -> None:
 
 def test_mapping_range_limits_the_rays_not_the_normals() -> None:
     full = LidarFrontend().rays(LidarScan(0, 0.0, _box_scan()), np.random.default_rng(0))
-    near = LidarFrontend(LidarConfig(mapping_max_range=15.0)).rays(LidarScan(0, 0.0, _box_scan()), np.random.default_rng(0))
+    near = LidarFrontend(LidarConfig(mapping_max_range=15.0)).rays(
+        LidarScan(0, 0.0, _box_scan()), np.random.default_rng(0)
+    )
     assert np.linalg.norm(near.points, axis=1).max() <= 15.0 < np.linalg.norm(full.points, axis=1).max()
     # the same points get the same normals whether or not the farther ones are mapped
     same = {tuple(p): n for p, n in zip(full.points.tolist(), full.normals.tolist())}
@@ -158,8 +160,13 @@ def test_real_pair_registers_to_reference(shared_data: Path) -> None:
     mapper = Mapper(
         neural_map,
         MapperConfig(
-            first_frame_iterations=150, rays=4096, truncation=3 * voxel, free_samples=2, free_space_depth=1.0,
-            color_weight=0.0, keyframe_rays=30000,
+            first_frame_iterations=150,
+            rays=4096,
+            truncation=3 * voxel,
+            free_samples=2,
+            free_space_depth=1.0,
+            color_weight=0.0,
+            keyframe_rays=30000,
         ),
         seed=0,
         lidar=fe,
@@ -167,8 +174,13 @@ def test_real_pair_registers_to_reference(shared_data: Path) -> None:
     tracker = Tracker(
         neural_map,
         TrackerConfig(
-            robust_scale=voxel / 2, inlier_threshold=voxel, coarse_points=1500, iterations=30, coarse_iterations=3,
-            min_hits=2, converged_delta=1e-4,
+            robust_scale=voxel / 2,
+            inlier_threshold=voxel,
+            coarse_points=1500,
+            iterations=30,
+            coarse_iterations=3,
+            min_hits=2,
+            converged_delta=1e-4,
         ),
         seed=0,
         lidar=fe,

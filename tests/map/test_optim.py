@@ -67,8 +67,15 @@ def test_row_adam_follows_a_grown_parameter():
             data[30:] = plain.detach()[30:]
             new = torch.nn.Parameter(data)
             st = opt_grown.state[grown]
-            opt_grown.follow(grown, new, {"step": st["step"], "exp_avg": grow_rows(st["exp_avg"], 40),
-                                          "exp_avg_sq": grow_rows(st["exp_avg_sq"], 40)})
+            opt_grown.follow(
+                grown,
+                new,
+                {
+                    "step": st["step"],
+                    "exp_avg": grow_rows(st["exp_avg"], 40),
+                    "exp_avg_sq": grow_rows(st["exp_avg_sq"], 40),
+                },
+            )
             grown = new
         idx = torch.randint(0, 30, (50,), generator=gen)
         for p, opt in ((plain, opt_plain), (grown, opt_grown)):
@@ -88,7 +95,10 @@ def test_prepare_leaves_the_parameters_and_apply_writes_the_step():
     for split in (False, True):
         params = [torch.nn.Parameter(t.detach().clone()) for t in tables]
         opt = RowAdam(params, lr=0.1)
-        (F.embedding(idx, params[0], sparse=True).sum() + F.embedding(idx, params[1], sparse=True).pow(2).sum()).backward()
+        (
+            F.embedding(idx, params[0], sparse=True).sum()
+            + F.embedding(idx, params[1], sparse=True).pow(2).sum()
+        ).backward()
         before = [p.detach().clone() for p in params]
         if split:
             pending = opt.prepare()

@@ -9,7 +9,7 @@ import yaml
 
 from slam.app.config import ConfigError, SLAMConfig, dump_config, load_config, parse_overrides
 
-CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
+CONFIGS = sorted((Path(__file__).parents[2] / "configs").glob("*.yaml"))
 
 
 def test_every_field_has_a_description():
@@ -88,9 +88,11 @@ def test_replay_takes_the_driver_from_the_config_unless_dataset_is_given(tmp_pat
     from slam.cli import app
 
     missing = tmp_path / "no-such-sequence"
-    config = Path(__file__).resolve().parents[1] / "configs" / "7scenes.yaml"
+    config = Path(__file__).resolve().parents[2] / "configs" / "7scenes.yaml"
     res = CliRunner().invoke(app, ["replay", "-c", str(config), str(missing), "--out", str(tmp_path / "out")])
     assert res.exit_code != 0
     assert "7scenes" in res.output and str(missing) in res.output
-    res = CliRunner().invoke(app, ["replay", "-c", str(config), "--dataset", "tum", str(missing), "--out", str(tmp_path / "o2")])
+    res = CliRunner().invoke(
+        app, ["replay", "-c", str(config), "--dataset", "tum", str(missing), "--out", str(tmp_path / "o2")]
+    )
     assert res.exit_code != 0 and "tum" in res.output

@@ -20,7 +20,7 @@ from slam.transport.client import MeshAssembler, PoseSubscriber, StatusSubscribe
 from slam.transport.publishers import PublisherConfig, ServicePublisher
 from slam.transport.wire import MeshBlock, MeshMessage, encode_pose
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture

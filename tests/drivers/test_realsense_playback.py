@@ -35,7 +35,12 @@ def test_playback_round_trips_depth_colour_intrinsics_and_timestamps(tmp_path: P
     assert [f.index for f in frames] == list(range(6))
     assert [f.timestamp for f in frames] == [round(t, 6) / 1000.0 for t in rec.stamps_ms]
     for i, f in enumerate(frames):
-        assert (f.intrinsics.fx, f.intrinsics.fy, f.intrinsics.cx, f.intrinsics.cy) == (50.0, 51.0, 31.5, 23.5)
+        assert (f.intrinsics.fx, f.intrinsics.fy, f.intrinsics.cx, f.intrinsics.cy) == (
+            50.0,
+            51.0,
+            31.5,
+            23.5,
+        )
         assert (f.intrinsics.width, f.intrinsics.height) == (64, 48)
         # depth units 0.001 (stored as float32 by the device): 1000 + i units is 1 + i mm
         np.testing.assert_allclose(f.depth, (1000 + i) * 0.001, rtol=1e-6)
@@ -62,7 +67,9 @@ def test_alignment_to_a_colour_camera_of_another_size(tmp_path: Path) -> None:
     n = 3
     depth = [np.full((48, 64), 1500, np.uint16) for _ in range(n)]
     color = [np.full((60, 80, 3), 7 * i, np.uint8) for i in range(n)]
-    rec = Recording(depth, color, di, ci, [2000.0 + 40.0 * i for i in range(n)], depth_to_color_m=(0.05, 0, 0))
+    rec = Recording(
+        depth, color, di, ci, [2000.0 + 40.0 * i for i in range(n)], depth_to_color_m=(0.05, 0, 0)
+    )
     path = write_recording(tmp_path / "aligned.db3", rec, pace=False)
     frames, _ = _play(path)
     assert len(frames) == n
@@ -96,7 +103,9 @@ def test_imu_samples_ride_along_with_the_frames(tmp_path: Path) -> None:
         # every sample, each with the frame after it (IMU times are in the frames' clock)
         accel, gyro = rec.imu[i]
         assert f.imu is not None
-        np.testing.assert_allclose(f.imu.accel_t, [round(a[0], 6) / 1000.0 for a in accel], rtol=0, atol=1e-12)
+        np.testing.assert_allclose(
+            f.imu.accel_t, [round(a[0], 6) / 1000.0 for a in accel], rtol=0, atol=1e-12
+        )
         np.testing.assert_allclose(f.imu.accel, [a[1:] for a in accel], rtol=1e-6)
         np.testing.assert_allclose(f.imu.gyro_t, [round(g[0], 6) / 1000.0 for g in gyro], rtol=0, atol=1e-12)
         np.testing.assert_allclose(f.imu.gyro, [g[1:] for g in gyro], rtol=1e-6)

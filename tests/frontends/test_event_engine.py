@@ -10,8 +10,9 @@ import pytest
 
 from drivers.base import SourceError, open_source
 from drivers.demo import DemoSource
+from slam.app.build import build_engine, open_configured_source
 from slam.app.config import ConfigError, SLAMConfig, load_config, merge_trees, parse_overrides
-from slam.app.replay import build_engine, open_configured_source, run_replay
+from slam.app.replay import run_replay
 from slam.core.geometry import se3_log
 from slam.engine.tracker import Tracker
 from slam.frontends.events import EventAidedTracker
@@ -30,7 +31,12 @@ def demo_root(tmp_path_factory) -> Path:
 def tree(root: Path, out: Path, stride: int, with_events: bool, **sections) -> dict:
     """A config small enough for seconds per run (as tests/test_service.py's)."""
     base = {
-        "source": {"kind": "demo", "path": str(root), "stride": stride, "options": {**SCENE, **(EVENTS if with_events else {})}},
+        "source": {
+            "kind": "demo",
+            "path": str(root),
+            "stride": stride,
+            "options": {**SCENE, **(EVENTS if with_events else {})},
+        },
         "output": {"dir": str(out), "progress": False, "save_mesh": False},
         "threads": 1,
         "mapper": {"rays": 1024, "first_frame_iterations": 40, "keyframe_rays": 1000},
@@ -54,11 +60,15 @@ def run(root: Path, out: Path, stride: int, with_events: bool, **sections) -> tu
 
 
 def rotation_errors_deg(seen) -> np.ndarray:
-    return np.array([np.degrees(np.linalg.norm(se3_log(r.pose @ np.linalg.inv(gt))[3:])) for _, gt, r in seen])
+    return np.array(
+        [np.degrees(np.linalg.norm(se3_log(r.pose @ np.linalg.inv(gt))[3:])) for _, gt, r in seen]
+    )
 
 
 def test_events_tracking_section_validates_with_the_key_path() -> None:
-    cfg = load_config(None, parse_overrides(["events.tracking.prior_weight=2", "events.tracking.enabled=false"]))
+    cfg = load_config(
+        None, parse_overrides(["events.tracking.prior_weight=2", "events.tracking.enabled=false"])
+    )
     assert cfg.events.tracking.prior_weight == 2.0 and cfg.events.tracking.enabled is False
     assert SLAMConfig().events.tracking.enabled is True  # used automatically when frames carry events
     with pytest.raises(ConfigError, match=r"overrides: events\.tracking\.prior_wieght: unknown key"):
@@ -66,7 +76,12 @@ def test_events_tracking_section_validates_with_the_key_path() -> None:
     with pytest.raises(ConfigError, match=r"events\.tracking\.window_s: Input should be greater than 0"):
         load_config(None, parse_overrides(["events.tracking.window_s=0"]))
     # the camera's own keys stay where they were
-    assert load_config(None, parse_overrides(["events.fx=200", "events.fy=200", "events.cx=80", "events.cy=60"])).events.fx == 200
+    assert (
+        load_config(
+            None, parse_overrides(["events.fx=200", "events.fy=200", "events.cx=80", "events.cy=60"])
+        ).events.fx
+        == 200
+    )
 
 
 def test_build_engine_picks_the_tracker_by_the_switch() -> None:
@@ -108,7 +123,9 @@ def test_without_events_tracking_is_unchanged(demo_root: Path, tmp_path: Path) -
     """Frames without events take the depth tracker's path exactly: the same poses as with the event term
     switched off, and the depth tracker's name in the stats."""
     on, seen_on = run(demo_root, tmp_path / "on", 2, with_events=False)
-    off, seen_off = run(demo_root, tmp_path / "off", 2, with_events=False, events={"tracking": {"enabled": False}})
+    off, seen_off = run(
+        demo_root, tmp_path / "off", 2, with_events=False, events={"tracking": {"enabled": False}}
+    )
     assert len(seen_on) == len(seen_off) == 20
     for (_, _, a), (_, _, b) in zip(seen_on, seen_off, strict=True):
         np.testing.assert_array_equal(a.pose, b.pose)
@@ -151,7 +168,15 @@ def test_events_path_attaches_a_recording_to_the_configured_source(demo_root: Pa
             1,
             with_events=False,
             source={"last": 5},
-            events={"path": str(tmp_path / "events.txt"), "width": 160, "height": 120, "fx": 131.25, "fy": 131.25, "cx": 79.5, "cy": 59.5},
+            events={
+                "path": str(tmp_path / "events.txt"),
+                "width": 160,
+                "height": 120,
+                "fx": 131.25,
+                "fy": 131.25,
+                "cx": 79.5,
+                "cy": 59.5,
+            },
         )
     )
     with open_configured_source(cfg) as source:
@@ -159,7 +184,11 @@ def test_events_path_attaches_a_recording_to_the_configured_source(demo_root: Pa
     assert len(frames) == 6 and len(frames[0].events) == 0
     assert sum(len(f.events) for f in frames[1:]) == int(np.count_nonzero((t > 0) & (t <= 5 / 30)))
     assert frames[1].events.intrinsics.fx == 131.25
-    bad = SLAMConfig.model_validate(tree(demo_root, tmp_path / "out", 1, with_events=False, events={"path": str(tmp_path / "missing.txt")}))
+    bad = SLAMConfig.model_validate(
+        tree(
+            demo_root, tmp_path / "out", 1, with_events=False, events={"path": str(tmp_path / "missing.txt")}
+        )
+    )
     with pytest.raises(SourceError, match="events.path"):
         open_configured_source(bad)
 

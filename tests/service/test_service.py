@@ -38,7 +38,7 @@ from slam.service.status import DropWatch
 from slam.transport.client import MeshSubscriber, PoseSubscriber
 from slam.transport.control import ControlClient
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SCENE = {"frames": 24, "width": 160, "height": 120, "noise": False, "progress": False}
 
 
@@ -236,7 +236,9 @@ class FirstFlagTracker(GroundTruthTracker):
 def test_realtime_recording_is_held_while_the_first_map_is_fitted(demo_frames, tmp_path, hold) -> None:
     frames = [dataclasses.replace(f, timestamp=i / 50.0) for i, f in enumerate(demo_frames)]
     cfg = service_config(
-        tmp_path, tmp_path / "held", service={"mode": "realtime", "save_map": False, "hold_until_initialised": hold}
+        tmp_path,
+        tmp_path / "held",
+        service={"mode": "realtime", "save_map": False, "hold_until_initialised": hold},
     )
     service = SLAMService(
         cfg,
@@ -359,7 +361,11 @@ def test_control_commands_on_a_running_service(demo_root, demo_frames, tmp_path)
             before = service.status()["frames"]
             time.sleep(0.3)
             now = service.status()
-            return now["frames"] == before and now["queues"]["mapping"] == 0 and service.mapping_worker.state == "idle"
+            return (
+                now["frames"] == before
+                and now["queues"]["mapping"] == 0
+                and service.mapping_worker.state == "idle"
+            )
 
         _wait_for(settled)
         tracked = service.status()["frames"]["tracked"]

@@ -7,7 +7,14 @@ from bench.rgbd import replace_section
 
 
 def _results() -> dict:
-    run = {"frames": 10, "lost": 0, "ate_rmse_m": 0.08, "ate_rmse_aligned_m": 0.05, "rpe_trans_1s_m": 0.03, "hz": 4.0}
+    run = {
+        "frames": 10,
+        "lost": 0,
+        "ate_rmse_m": 0.08,
+        "ate_rmse_aligned_m": 0.05,
+        "rpe_trans_1s_m": 0.03,
+        "hz": 4.0,
+    }
     with_events = {
         **run,
         "ate_rmse_m": 0.06,
@@ -29,7 +36,11 @@ def test_table_has_both_runs_and_the_ate_change():
 
 def test_section_replaces_only_its_own():
     text = "# Benchmarks\n\n## Other\n\nkeep me\n"
-    new = replace_section(text, section(_results(), "python -m bench.events", "today", ["note"]), SECTION_TITLE)
+    new = replace_section(
+        text, section(_results(), "python -m bench.events", "today", ["note"]), SECTION_TITLE
+    )
     assert "keep me" in new and SECTION_TITLE in new and "Command: `python -m bench.events`" in new
-    again = replace_section(new, section(_results(), "python -m bench.events --quick", "today", []), SECTION_TITLE)
+    again = replace_section(
+        new, section(_results(), "python -m bench.events --quick", "today", []), SECTION_TITLE
+    )
     assert again.count(SECTION_TITLE) == 1 and "--quick" in again and "keep me" in again
