@@ -28,8 +28,11 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+# style, formatting and the dependency rules of docs/ARCHITECTURE.md (import-linter contracts in pyproject.toml)
 lint: $(STAMP)
 	$(BIN)/ruff check slam drivers tests bench
+	$(BIN)/ruff format --check slam drivers tests bench
+	$(BIN)/lint-imports
 
 clean-venv:
 	rm -rf $(VENV)

@@ -6,7 +6,7 @@ adding motion information. This script measures what such information would be w
 term delivers:
 
 1. **Oracles** (no events): the depth tracker, each frame given a prior in its normal equations (the
-   ``Tracker.extra_term`` hook the event term uses) that holds the frame's pose to the last estimated
+   :class:`~slam.core.observation.PosePrior` the event term uses) that holds the frame's pose to the last estimated
    pose moved by the *ground-truth* relative motion: the rotation only, or the whole motion, optionally
    with Gaussian noise on the translation (per axis, per frame), at a prior weight. The initial guess is
    that same prediction (alone, without a prior, in the "initial guess only" row). A perfect rotation is the best the events' orientation prior could give.
@@ -52,21 +52,20 @@ def run_oracle(
     from slam.app.config import SLAMConfig
     from slam.app.outputs import TrajectoryRecorder, trajectory_accuracy
     from slam.core.geometry import se3_exp, se3_log
+    from slam.core.observation import PosePrior
 
     cfg = SLAMConfig(seed=seed)
-    cfg.events.tracking.enabled = (
-        False  # the plain depth tracker (the event tracker resets extra_term per frame)
-    )
-    engine = build_engine(cfg)
+    cfg.events.tracking.enabled = False  # the plain depth tracker; the oracle's prior replaces the events'
+    engine = build_engine(cfg, "rgbd")
+    oracle = OraclePrior(engine.frontend)
+    engine.frontend = oracle
     tracker = engine.tracker
     rng = np.random.default_rng(seed)
     rec = TrajectoryRecorder()
     engine.subscribe(rec)
     previous_gt = None
-    base_predict = tracker.predict
     for frame in frames:
-        tracker.extra_term = None
-        tracker.predict = base_predict
+        oracle.prior = None
         if prior is not None and previous_gt is not None and tracker.poses:
             # np.linalg.inv, not invert_pose: 7-Scenes' rotations are off orthonormal by up to 3e-4, and a
             # rigid inverse of them makes every relative motion that much off scale, which compounds
@@ -79,16 +78,35 @@ def run_oracle(
                 h[3:, 3:] = weight * np.eye(3)
             else:
                 h[:] = weight * np.eye(6)
-            tracker.predict = lambda target=target: target.copy()
+            term = None
             if prior != "guess":
-                tracker.extra_term = lambda pose, h=h, target=target: (
-                    h,
-                    h @ se3_log(pose @ np.linalg.inv(target)),
-                )
+                term = lambda pose, h=h, target=target: (h, h @ se3_log(pose @ np.linalg.inv(target)))  # noqa: E731
+            # registered from the target (the initial guess), with its term, and nothing else tried
+            oracle.prior = PosePrior(target, term, compare_velocity=False)
         engine.process(frame)
         previous_gt = frame.gt_pose
-    tracker.extra_term = None
     return trajectory_accuracy(rec)
+
+
+class OraclePrior:
+    """A frontend that hands the wrapped frontend's observations a given :class:`PosePrior` (the way the
+    event term hands its prediction to the tracker)."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.prior = None
+        self.tracker_suffix = ""
+
+    def observe(self, frame, history):
+        obs = self.inner.observe(frame, history)
+        obs.prior = self.prior
+        return obs
+
+    def tracked(self, observation, pose, lost, info) -> None:
+        self.inner.tracked(observation, pose, lost, info)
+
+    def stats(self) -> dict:
+        return self.inner.stats()
 
 
 def event_accuracy(seq) -> dict[str, float]:

@@ -68,3 +68,42 @@ def render_frame(
     cam_dirs = dirs @ pose[:3, :3]  # world ray directions into the camera frame
     depth = np.where(np.isfinite(t_hit), t_hit * cam_dirs[..., 2], 0.0).astype(np.float32)
     return RGBDFrame(index=index, timestamp=index / 30.0, depth=depth, intrinsics=intr, gt_pose=pose)
+
+
+# -- the engine's view of these frames ---------------------------------------------------------------
+class _NoHistory:
+    """A tracker's past before its first frame (what a frontend reads to deskew or predict)."""
+
+    poses: list = []
+    timestamps: list = []
+
+    def last_motion(self, window_s: float = 0.0):
+        return None, None
+
+
+def rgbd_frontend(tracker_cfg=None, mapper_cfg=None, seed: int = 0):
+    """The RGB-D frontend ``slam.app.build`` makes for these configs (defaults when None)."""
+    from slam.app.build import rgbd_sampling
+    from slam.engine.mapper import MapperConfig
+    from slam.engine.tracker import TrackerConfig
+    from slam.frontends.rgbd import RgbdFrontend
+
+    return RgbdFrontend(
+        rgbd_sampling(tracker_cfg or TrackerConfig(), mapper_cfg or MapperConfig()), seed=seed
+    )
+
+
+def map_frame(mapper, frame, pose) -> None:
+    """Fit ``mapper`` to an RGB-D frame at ``pose`` as the engine does (its frontend's rays)."""
+    mapper.integrate(rgbd_frontend(mapper_cfg=mapper.cfg).observe(frame, _NoHistory()), pose)
+
+
+def rgbd_engine(neural_map, tracker_cfg=None, mapper=None, seed: int = 0):
+    """Tracker (and optionally mapper) behind the RGB-D frontend: ``engine.track(frame)`` per frame."""
+    from slam.engine.engine import Engine
+    from slam.engine.tracker import Tracker
+
+    tracker = Tracker(neural_map, tracker_cfg)
+    return Engine(
+        tracker, mapper, rgbd_frontend(tracker.cfg, mapper.cfg if mapper is not None else None, seed)
+    )

@@ -23,16 +23,18 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy.ndimage import maximum_filter, minimum_filter
 
+from slam.core.depth_noise import SIGMA_A, SIGMA_ANGLE, SIGMA_B, SIGMA_Z0, axial_sigma
+
 REFERENCE_WIDTH = 640  # edge widths are given in pixels at this image width
 
 
 @dataclass(frozen=True)
 class DepthNoiseParams:
     # axial noise, Nguyen et al. 2012 (metres)
-    sigma_a: float = 0.0012
-    sigma_b: float = 0.0019
-    sigma_z0: float = 0.4
-    sigma_angle: float = 0.0001
+    sigma_a: float = SIGMA_A
+    sigma_b: float = SIGMA_B
+    sigma_z0: float = SIGMA_Z0
+    sigma_angle: float = SIGMA_ANGLE
     # disparity quantisation (a property of the sensor, independent of the rendered resolution)
     baseline_m: float = 0.075
     focal_px: float = 580.0
@@ -56,10 +58,7 @@ class DepthNoiseParams:
 
     def axial_sigma(self, z: np.ndarray, theta: np.ndarray | float = 0.0) -> np.ndarray:
         """Standard deviation (m) of the Gaussian part at depth ``z`` and incidence ``theta`` (rad)."""
-        z = np.asarray(z, dtype=np.float64)
-        theta = np.minimum(np.asarray(theta, dtype=np.float64), np.deg2rad(89.0))
-        angle = self.sigma_angle / np.sqrt(np.maximum(z, 1e-3)) * theta**2 / (np.pi / 2 - theta) ** 2
-        return self.sigma_a + self.sigma_b * (z - self.sigma_z0) ** 2 + angle
+        return axial_sigma(z, theta, self.sigma_a, self.sigma_b, self.sigma_z0, self.sigma_angle)
 
     def quantisation_step(self, z: np.ndarray | float) -> np.ndarray:
         """Depth step (m) of the disparity quantisation at depth ``z``."""

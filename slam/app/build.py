@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from drivers.base import Source, SourceError, open_source
 from slam.app.config import SLAMConfig, torch_threads
+from slam.core.observation import Frontend
 from slam.engine.baseline import Open3DOdometryTracker, TSDFMapper
 from slam.engine.engine import Engine
-from slam.engine.mapper import Mapper
-from slam.engine.tracker import Tracker
-from slam.frontends.events import EventAidedTracker
+from slam.engine.mapper import Mapper, MapperConfig
+from slam.engine.tracker import Tracker, TrackerConfig
+from slam.frontends.events import EventFrontend
 from slam.frontends.lidar import LidarFrontend
+from slam.frontends.rgbd import RgbdFrontend, RgbdSampling
 from slam.map.neural_map import NeuralSDFMap, build_map
 
 
@@ -38,9 +40,44 @@ def open_configured_source(cfg: SLAMConfig) -> Source:
     return source
 
 
-def build_engine(cfg: SLAMConfig, neural_map: NeuralSDFMap | None = None, with_mapper: bool = True) -> Engine:
-    """The configured tracker and mapper; ``neural_map`` continues an existing (loaded) map, and
-    ``with_mapper=False`` tracks only (localisation in a saved map)."""
+def rgbd_sampling(tracker: TrackerConfig, mapper: MapperConfig) -> RgbdSampling:
+    """The RGB-D frontend's pixels and budgets from the ``tracker`` and ``mapper`` sections (where their
+    keys have always been: ``tracker.depth_max``, ``mapper.pixel_stride``, ...)."""
+    return RgbdSampling(
+        tracking_points=tracker.points,
+        tracking_stride=tracker.pixel_stride,
+        tracking_depth_min=tracker.depth_min,
+        tracking_depth_max=tracker.depth_max,
+        depth_weight_power=tracker.depth_weight_power,
+        mapping_stride=mapper.pixel_stride,
+        mapping_depth_min=mapper.depth_min,
+        mapping_depth_max=mapper.depth_max,
+        mapping_rays=max(mapper.keyframe_rays, mapper.rays),  # a keyframe keeps its rays for later steps
+    )
+
+
+def build_frontend(cfg: SLAMConfig, sensor: str) -> Frontend:
+    """The frontend of a source's sensor kind (``Source.sensor``): the only place that knows which."""
+    if sensor == "lidar":
+        return LidarFrontend(cfg.lidar, seed=cfg.seed)
+    if sensor == "rgbd":
+        sampling = rgbd_sampling(cfg.tracker, cfg.mapper)
+        rgbd = RgbdFrontend(sampling, seed=cfg.seed)
+        if not cfg.events.tracking.enabled:
+            return rgbd
+        # the event term on top; frames without events give the RGB-D observation unchanged
+        return EventFrontend(
+            rgbd, cfg.events.tracking, seed=cfg.seed, constant_velocity=cfg.tracker.constant_velocity
+        )
+    raise ValueError(f"no frontend for {sensor!r} sources: the engine tracks RGB-D frames and LiDAR scans")
+
+
+def build_engine(
+    cfg: SLAMConfig, sensor: str, neural_map: NeuralSDFMap | None = None, with_mapper: bool = True
+) -> Engine:
+    """The configured tracker, mapper and the frontend of ``sensor`` (a source's ``sensor``: "rgbd" or
+    "lidar"); ``neural_map`` continues an existing (loaded) map, and ``with_mapper=False`` tracks only
+    (localisation in a saved map)."""
     import torch
 
     torch.set_num_threads(torch_threads(cfg))
@@ -50,20 +87,16 @@ def build_engine(cfg: SLAMConfig, neural_map: NeuralSDFMap | None = None, with_m
     if cfg.pipeline == "baseline":
         if neural_map is not None:
             raise ValueError("a saved neural map needs pipeline: neural (the baseline keeps an Open3D TSDF)")
+        if sensor != "rgbd":
+            raise ValueError(
+                f"the baseline pipeline is RGB-D only, the source gives {sensor} data (use pipeline: neural)"
+            )
         return Engine(
             Open3DOdometryTracker(cfg.baseline.odometry),
             TSDFMapper(cfg.baseline.tsdf) if with_mapper else None,
         )
+    frontend = build_frontend(cfg, sensor)
     neural_map = neural_map if neural_map is not None else build_map(cfg.map)
-    # RGB-D frames and LiDAR scans go through the same tracker and mapper; the LiDAR front end only
-    # preprocesses scans and turns them into points and rays (slam/lidar.py)
-    lidar = LidarFrontend(cfg.lidar)
-    mapper = Mapper(neural_map, cfg.mapper, seed=cfg.seed, lidar=lidar) if with_mapper else None
-    if cfg.events.tracking.enabled:
-        # the depth tracker plus the event term; frames without events take the depth tracker's path exactly
-        tracker: Tracker = EventAidedTracker(
-            neural_map, cfg.tracker, seed=cfg.seed, lidar=lidar, events=cfg.events.tracking
-        )
-    else:
-        tracker = Tracker(neural_map, cfg.tracker, seed=cfg.seed, lidar=lidar)
-    return Engine(tracker, mapper)
+    # every sensor goes through the same tracker and mapper: its frontend turns frames into points and rays
+    mapper = Mapper(neural_map, cfg.mapper, seed=cfg.seed) if with_mapper else None
+    return Engine(Tracker(neural_map, cfg.tracker), mapper, frontend)

@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from drivers.events.sync import EventCameraConfig
+from slam.app.service_config import ServiceConfig
 from slam.core.config import StrictConfig
 from slam.engine.baseline import BaselineConfig
 from slam.engine.mapper import MapperConfig
@@ -22,7 +23,6 @@ from slam.engine.tracker import TrackerConfig
 from slam.frontends.events import EventTrackingConfig
 from slam.frontends.lidar import LidarConfig
 from slam.map.neural_map import NeuralMapConfig
-from slam.service.config import ServiceConfig
 
 
 class ConfigError(ValueError):

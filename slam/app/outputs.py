@@ -179,16 +179,14 @@ def _stats(cfg: SLAMConfig, source: Source, engine: Engine, rec: TrajectoryRecor
         "tracking_ms_p90": round(float(np.percentile(ms, 90)), 3),
         "mapping_ms_median": round(float(np.median(map_ms)), 3),
         "peak_rss_mb": round(peak_rss_mb(), 1),
-        "tracker": engine.tracker.name,
+        "tracker": engine.tracker_name,
         "mapper": engine.mapper.name if engine.mapper is not None else None,
         "map_mb": round(engine.mapper.map_bytes() / 2**20, 3) if engine.mapper is not None else None,
         "source": {"kind": cfg.source.kind, "path": str(cfg.source.path) if cfg.source.path else None},
         "skipped": [{"frame": which, "reason": why} for which, why in source.skipped],
     }
     stats.update(trajectory_accuracy(rec))
-    event_stats = getattr(engine.tracker, "event_stats", None)
-    if event_stats is not None:
-        stats["events"] = event_stats()
+    stats.update(engine.frontend_stats())  # e.g. the event term's ``events`` block
     return stats
 
 

@@ -14,7 +14,6 @@ from drivers.base import Source
 from slam.app.build import build_engine, open_configured_source
 from slam.app.config import SLAMConfig
 from slam.app.outputs import RunResult, TrajectoryRecorder, write_run_outputs
-from slam.core.frames import LidarScan, RGBDFrame
 from slam.engine.engine import Engine
 
 log = logging.getLogger(__name__)
@@ -31,7 +30,11 @@ def _progress(total: int | None, enabled: bool):
 def run_replay(cfg: SLAMConfig, source: Source | None = None, engine: Engine | None = None) -> RunResult:
     """Run every frame of the configured source through the engine and write the outputs."""
     source = source or open_configured_source(cfg)
-    engine = engine or build_engine(cfg)
+    try:
+        engine = engine or build_engine(cfg, source.sensor)
+    except BaseException:
+        source.close()
+        raise
     recorder = TrajectoryRecorder()
     engine.subscribe(recorder)
     out_dir = Path(cfg.output.dir)
@@ -42,16 +45,6 @@ def run_replay(cfg: SLAMConfig, source: Source | None = None, engine: Engine | N
     with source, _progress(source.length(), cfg.output.progress) as bar:
         try:
             for frame in source:
-                if not isinstance(frame, (RGBDFrame, LidarScan)):
-                    raise TypeError(
-                        f"source {cfg.source.kind!r} yields {type(frame).__name__}; the engine tracks RGB-D frames "
-                        "and LiDAR scans"
-                    )
-                if isinstance(frame, LidarScan) and cfg.pipeline == "baseline":
-                    raise TypeError(
-                        f"source {cfg.source.kind!r} yields LiDAR scans; the baseline pipeline is RGB-D only "
-                        "(use pipeline: neural)"
-                    )
                 engine.process(frame)
                 bar.update(1)
         except KeyboardInterrupt:

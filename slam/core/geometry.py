@@ -106,3 +106,33 @@ def backproject(depth: np.ndarray, intr: CameraIntrinsics, stride: int = 1) -> t
 
 def transform_points(pose: np.ndarray, points: np.ndarray) -> np.ndarray:
     return points @ pose[:3, :3].T + pose[:3, 3]
+
+
+def apply_scaled_twist(points: np.ndarray, scale: np.ndarray, twist: np.ndarray) -> np.ndarray:
+    """``exp(scale_i · twist) · p_i`` for every point, without building one 4×4 matrix per point.
+
+    All points share the rotation axis, so Rodrigues' formula and the SE(3) left Jacobian reduce to
+    per-point scalars times the cross products ``k × p`` and ``k × (k × p)``.
+    """
+    p = np.asarray(points, dtype=np.float64)
+    s = np.asarray(scale, dtype=np.float64)[:, None]
+    v, w = twist[:3], twist[3:]
+    theta = float(np.linalg.norm(w))
+    if theta < 1e-12:
+        return p + s * v
+    k = w / theta
+    a = s * theta  # signed rotation angle per point
+    small = np.abs(a) < 1e-6
+    safe = np.where(small, 1.0, a)
+    sin_a, cos_a = np.sin(a), np.cos(a)
+    c1 = np.where(small, a / 2.0, (1.0 - cos_a) / safe)  # (1 - cos a) / a
+    c2 = np.where(small, a * a / 6.0, (a - sin_a) / safe)  # (a - sin a) / a
+    # k × p as a matrix product (one 3×3 for all points: several times faster than np.cross); the
+    # translation s·v is a per-point scalar times one vector, so its cross products are constants
+    k_cross = skew(k)
+    kp = p @ k_cross.T
+    kkp = kp @ k_cross.T
+    kv = np.cross(k, v)
+    kkv = np.cross(k, kv)
+    rotated = p + sin_a * kp + (1.0 - cos_a) * kkp
+    return rotated + s * v + (c1 * s) * kv + (c2 * s) * kkv

@@ -13,6 +13,7 @@ from pydantic import Field
 
 from slam.core.config import StrictConfig
 from slam.core.frames import RGBDFrame
+from slam.core.observation import Observation
 from slam.engine.engine import TrackingResult
 
 
@@ -81,7 +82,8 @@ class Open3DOdometryTracker:
             )
         return o3d.t.geometry.RGBDImage(color, depth)
 
-    def track(self, frame: RGBDFrame) -> TrackingResult:
+    def track(self, obs: Observation) -> TrackingResult:
+        frame = obs.frame  # RGB-D images: Open3D's odometry works on them, not on points
         image = self._rgbd(frame)
         if self._prev_pose is None:
             pose = frame.gt_pose.copy() if frame.gt_pose is not None else np.eye(4)
@@ -143,7 +145,8 @@ class TSDFMapper:
         self._count = 0
         self._integrated = 0
 
-    def integrate(self, frame: RGBDFrame, pose: np.ndarray) -> None:
+    def integrate(self, obs: Observation, pose: np.ndarray) -> None:
+        frame = obs.frame  # TSDF fusion integrates the depth and colour images
         self._count += 1
         if (self._count - 1) % self.cfg.every:
             return

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from slam.core.frames import Frame
+from slam.core.observation import Frontend, Observation
 
 
 @dataclass
@@ -28,20 +29,21 @@ class TrackingResult:
     time_ms: float = 0.0
     finished_at: float = 0.0  # time.perf_counter() when tracking of the frame ended (latency measurements)
     info: dict[str, Any] = field(default_factory=dict)
+    observation: Observation | None = None  # what was tracked; the mapper fits its rays (set by the engine)
 
 
 class Tracker(Protocol):
     name: str
 
-    def track(self, frame: Frame) -> TrackingResult:
-        """Estimate the pose of ``frame``; the first frame defines the map origin (its gt pose if known)."""
+    def track(self, obs: Observation) -> TrackingResult:
+        """Estimate the pose of an observation; the first defines the map origin (its gt pose if known)."""
         ...
 
 
 class Mapper(Protocol):
     name: str
 
-    def integrate(self, frame: Frame, pose: np.ndarray) -> None: ...
+    def integrate(self, obs: Observation, pose: np.ndarray) -> None: ...
 
     def extract_mesh(self) -> Any | None:
         """An ``open3d.geometry.TriangleMesh`` of the map, or None when nothing is mapped yet."""
@@ -65,25 +67,50 @@ class EngineStats:
 
 
 class Engine:
-    """Tracking then mapping for each frame.
+    """Observation, tracking, then mapping, for each frame.
 
-    ``process`` runs both in the caller's thread (``slam replay``); the service calls ``track`` in its
-    tracking thread and ``map`` in its mapping thread, so the per-frame logic lives here once.
+    The sensor's frontend turns each frame into an :class:`~slam.core.observation.Observation` (without
+    one, the tracker gets the bare frame: the classical baseline and test doubles). ``process`` tracks and
+    maps in the caller's thread (``slam replay``); the service calls ``track`` in its tracking thread and
+    ``map`` in its mapping thread, so the per-frame logic lives here once.
     """
 
-    def __init__(self, tracker: Tracker, mapper: Mapper | None = None) -> None:
+    def __init__(
+        self, tracker: Tracker, mapper: Mapper | None = None, frontend: Frontend | None = None
+    ) -> None:
         self.tracker = tracker
         self.mapper = mapper
+        self.frontend = frontend
         self.observers: list[EngineObserver] = []
         self.stats = EngineStats()
+
+    @property
+    def tracker_name(self) -> str:
+        """The tracker's name, with the frontend's mark when it changed how frames were tracked."""
+        return self.tracker.name + (self.frontend.tracker_suffix if self.frontend is not None else "")
+
+    def frontend_stats(self) -> dict[str, Any]:
+        """What the frontend adds to a run's stats ({} without one)."""
+        return self.frontend.stats() if self.frontend is not None else {}
 
     def subscribe(self, observer: EngineObserver) -> None:
         self.observers.append(observer)
 
+    def observe(self, frame: Frame) -> Observation:
+        if self.frontend is None:
+            return Observation(frame)
+        return self.frontend.observe(frame, self.tracker)  # type: ignore[arg-type]  # the tracker's past poses
+
     def track(self, frame: Frame) -> TrackingResult:
-        """Track one frame and tell the observers; does not map it."""
+        """Observe and track one frame, let the frontend learn from the result, and tell the observers;
+        does not map it."""
         t0 = time.perf_counter()
-        result = self.tracker.track(frame)
+        obs = self.observe(frame)
+        result = self.tracker.track(obs)
+        if self.frontend is not None:
+            self.frontend.tracked(obs, result.pose, result.lost, result.info)
+        result.info.update(obs.info)
+        result.observation = obs
         result.finished_at = time.perf_counter()
         result.time_ms = (result.finished_at - t0) * 1e3
         self.stats.frames += 1
@@ -97,16 +124,16 @@ class Engine:
         """Whether a tracked frame should reach the mapper: a lost frame's pose is only a guess."""
         return self.mapper is not None and not result.lost
 
-    def map(self, frame: Frame, result: TrackingResult) -> None:
-        """Integrate a tracked frame into the map (a no-op for lost frames or without a mapper)."""
+    def map(self, result: TrackingResult) -> None:
+        """Integrate a tracked observation into the map (a no-op for lost frames or without a mapper)."""
         if not self.wants_mapping(result):
             return
-        assert self.mapper is not None
+        assert self.mapper is not None and result.observation is not None
         t1 = time.perf_counter()
-        self.mapper.integrate(frame, result.pose)
+        self.mapper.integrate(result.observation, result.pose)
         self.stats.mapping_ms.append((time.perf_counter() - t1) * 1e3)
 
     def process(self, frame: Frame) -> TrackingResult:
         result = self.track(frame)
-        self.map(frame, result)
+        self.map(result)
         return result

@@ -13,11 +13,11 @@ so the map does not forget, and places samples along each ray:
 - an eikonal term keeps |∇SDF| near 1 on a subset of near-surface samples, and a colour term fits the
   colour head at the surface.
 
-Every sensor reduces to rays from an origin to an observed surface point with a surface normal
-(:meth:`Mapper.integrate_rays`): an RGB-D frame's pixels (origin: the camera centre; normals from the
-depth image), or a LiDAR scan's deskewed points (origin: the sensor at each point's firing time; normals
-from the ground planes and local point neighbourhoods, ``slam.frontends.lidar.LidarFrontend``). ``free_space_depth``
-keeps the free-space samples of long LiDAR rays near the surface, where the map is allocated.
+Every sensor reduces to rays from an origin to an observed surface point with a surface normal (a
+:class:`~slam.core.observation.RaySet`, built by the sensor's frontend at the tracked pose): an RGB-D
+frame's pixels (origin: the camera centre; normals from the depth image, ``slam.frontends.rgbd``), or a
+LiDAR scan's deskewed points (origin: the sensor at each point's firing time; normals from the ground
+planes and local point neighbourhoods, ``slam.frontends.lidar``). ``free_space_depth`` keeps the free-space samples of long LiDAR rays near the surface, where the map is allocated.
 
 Embeddings are updated with a row-wise lazy Adam (``slam.map.optim.RowAdam``: SparseAdam's update, only the
 rows a step touched), the decoders with Adam.
@@ -25,16 +25,13 @@ rows a step touched), the decoders with Adam.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 from pydantic import Field
 
 from slam.core.config import StrictConfig
-from slam.core.frames import Frame, LidarScan, RGBDFrame
 from slam.core.geometry import rotation_angle
-from slam.frontends.lidar import LidarFrontend
+from slam.core.observation import Observation, RaySet
 from slam.map.neural_map import NeuralSDFMap
 from slam.map.optim import RowAdam
 from slam.map.voxel_grid import grow_rows
@@ -98,85 +95,6 @@ class MapperConfig(StrictConfig):
     )
 
 
-@dataclass
-class RaySet:
-    """Observed rays of one frame in its sensor frame: unit directions, distance from the origin to the
-    surface along the ray, |n·d| at the surface, colour, and the rays' origins (None: all at the sensor
-    frame's origin, as for a camera; a deskewed LiDAR scan's rays leave from where the sensor was)."""
-
-    dirs: torch.Tensor  # N×3, unit
-    ray_depth: torch.Tensor  # N, distance along the ray to the surface (m)
-    cos: torch.Tensor  # N, |n·d| at the surface (point-to-plane factor)
-    color: torch.Tensor | None  # N×3 in [0, 1]
-    pose: np.ndarray  # 4×4 camera-to-world
-    origins: torch.Tensor | None = None  # N×3 in the sensor frame; None = the origin
-
-    def __len__(self) -> int:
-        return int(self.dirs.shape[0])
-
-
-def surface_pixels(depth: np.ndarray, depth_min: float, depth_max: float) -> np.ndarray:
-    """Pixels (H×W bool) with depth in range whose four neighbours have depth and no depth jump: where
-    central differences give a surface normal."""
-    ok = (depth > depth_min) & (depth < depth_max)
-    ok[0], ok[-1], ok[:, 0], ok[:, -1] = False, False, False, False
-    left, right, up, down = depth[1:-1, :-2], depth[1:-1, 2:], depth[:-2, 1:-1], depth[2:, 1:-1]
-    centre = np.maximum(depth[1:-1, 1:-1], 1e-3)
-    # a large depth jump between neighbours is an edge, not a surface
-    ok[1:-1, 1:-1] &= (left > 0) & (right > 0) & (up > 0) & (down > 0)
-    ok[1:-1, 1:-1] &= (np.abs(right - left) <= 0.1 * centre) & (np.abs(down - up) <= 0.1 * centre)
-    return ok
-
-
-def normals_at(
-    depth: np.ndarray, vs: np.ndarray, us: np.ndarray, fx: float, fy: float, cx: float, cy: float
-) -> np.ndarray:
-    """Unit camera-frame normals (K×3, zero where undefined) at interior pixels (vs, us), from central
-    differences of the back-projected neighbours: computed only where rays are drawn."""
-
-    def point(v: np.ndarray, u: np.ndarray) -> np.ndarray:
-        z = depth[v, u]
-        return np.stack([(u - cx) / fx * z, (v - cy) / fy * z, z], axis=1)
-
-    n = np.cross(point(vs, us + 1) - point(vs, us - 1), point(vs + 1, us) - point(vs - 1, us))
-    norm = np.linalg.norm(n, axis=1, keepdims=True)
-    return np.where(norm > 1e-12, n / np.maximum(norm, 1e-12), 0.0).astype(np.float32)
-
-
-def frame_rays(
-    frame: RGBDFrame, pose: np.ndarray, cfg: MapperConfig, rng: np.random.Generator, limit: int | None
-):
-    """The frame's valid rays (subsampled to ``limit``) as a RaySet."""
-    intr = frame.intrinsics
-    s = cfg.pixel_stride
-    depth = frame.depth[::s, ::s]
-    vs, us = np.nonzero(surface_pixels(depth, cfg.depth_min, cfg.depth_max))
-    if limit is not None and vs.size > limit:
-        pick = rng.choice(vs.size, limit, replace=False)
-        vs, us = vs[pick], us[pick]
-    n = normals_at(
-        depth, vs, us, intr.fx / s, intr.fy / s, (intr.cx + 0.5) / s - 0.5, (intr.cy + 0.5) / s - 0.5
-    )
-    has_normal = np.abs(n).sum(axis=1) > 0  # degenerate neighbourhoods (rare) give no ray
-    vs, us, n = vs[has_normal], us[has_normal], n[has_normal]
-    z = depth[vs, us]
-    u_full, v_full = us * s, vs * s
-    d = np.stack([(u_full - intr.cx) / intr.fx, (v_full - intr.cy) / intr.fy, np.ones_like(z)], axis=1)
-    norm = np.linalg.norm(d, axis=1)
-    dirs = d / norm[:, None]
-    cos = np.abs((n * dirs).sum(1))
-    color = None
-    if frame.color is not None:
-        color = torch.from_numpy(frame.color[v_full, u_full].astype(np.float32) / 255.0)
-    return RaySet(
-        torch.from_numpy(dirs.astype(np.float32)),
-        torch.from_numpy((z * norm).astype(np.float32)),
-        torch.from_numpy(np.clip(cos, 0.2, 1.0).astype(np.float32)),
-        color,
-        pose.copy(),
-    )
-
-
 class Mapper:
     """Online fitting of a NeuralSDFMap; call ``integrate`` with each tracked frame."""
 
@@ -187,11 +105,9 @@ class Mapper:
         neural_map: NeuralSDFMap,
         config: MapperConfig | None = None,
         seed: int = 0,
-        lidar: LidarFrontend | None = None,
     ) -> None:
         self.map = neural_map
         self.cfg = config or MapperConfig()
-        self.lidar = lidar or LidarFrontend()
         self.rng = np.random.default_rng(seed)
         self.gen = torch.Generator().manual_seed(seed)
         self.keyframes: list[RaySet] = []
@@ -216,20 +132,15 @@ class Mapper:
         )
 
     # -- per frame -----------------------------------------------------------------------------
-    def integrate(self, frame: Frame, pose: np.ndarray) -> None:
-        """Fit the map to a tracked RGB-D frame or LiDAR scan at ``pose`` (sensor-to-world)."""
-        cfg = self.cfg
+    def integrate(self, obs: Observation, pose: np.ndarray) -> None:
+        """Fit the map to a tracked observation's rays at ``pose`` (sensor-to-world); only every
+        ``every``-th observation offered is mapped (and its rays built)."""
         self.frames_offered += 1
-        if (self.frames_offered - 1) % cfg.every:
+        if (self.frames_offered - 1) % self.cfg.every:
             return
-        if isinstance(frame, RGBDFrame):
-            current = frame_rays(frame, pose, cfg, self.rng, limit=max(cfg.keyframe_rays, cfg.rays))
-        elif isinstance(frame, LidarScan):
-            origins, dirs, dist, cos = self.lidar.ray_tensors(self.lidar.rays(frame, self.rng))
-            current = RaySet(dirs, dist, cos, None, np.asarray(pose, dtype=np.float64).copy(), origins)
-        else:
-            raise TypeError(f"the mapper takes RGBDFrame or LidarScan, not {type(frame).__name__}")
-        self.integrate_rays(current)
+        current = obs.mapping_rays(np.asarray(pose, dtype=np.float64), self.rng)
+        if current is not None:
+            self.integrate_rays(current)
 
     def integrate_rays(self, current: RaySet) -> None:
         """Allocate around, keyframe and fit one frame's rays (at ``current.pose``): the entry point every

@@ -9,10 +9,11 @@ translation and the update's size no longer says whether the pose has converged.
 beyond a few centimetres (moving objects, unmapped surfaces), points outside allocated space do not
 vote, and iterations go coarse to fine: few points first, all of the budget last.
 
-The registration works on points and optional per-point weights (:meth:`Tracker.track_points`), which is
-what every sensor reduces to: an RGB-D frame's back-projected depth pixels, or a LiDAR scan's deskewed,
-downsampled points with the ground weighted separately (``slam.frontends.lidar.LidarFrontend``). A tracked pose is
-the sensor pose at the frame's timestamp; for a LiDAR scan that is the instant it is deskewed to, its
+The tracker sees only observations (:class:`~slam.core.observation.Observation`): points and optional per-point weights,
+which is what every sensor's frontend reduces a frame to (an RGB-D frame's back-projected depth pixels,
+weighted by the depth noise; a LiDAR scan's deskewed, downsampled points with the ground weighted
+separately), optionally with another sensor's :class:`~slam.core.observation.PosePrior` (the event
+camera's prediction). A tracked pose is the sensor pose at the frame's timestamp; for a LiDAR scan that is the instant it is deskewed to, its
 timestamp (the end of the sweep for the ``kitti`` / ``lidar_demo`` drivers).
 
 The SDF's basin is narrow at range (a surface's band is a few voxels thick; a degree of heading moves a
@@ -29,7 +30,8 @@ the scan's instant moves by u times the correction, so its Jacobian row is [J, u
 re-deskewed with it before mapping. A prior holds the correction to the deskew's motion: ground seen ahead
 and behind confounds the sweep's pitch rate with the pitch itself.
 
-Prediction is constant velocity. When a frame fails (too few inliers or a large residual) the tracker
+Prediction is constant velocity, or a prior's pose (registered from constant velocity too, the better fit
+kept). When a frame fails (too few inliers or a large residual) the tracker
 reports it lost, keeps the prediction, and on the next frames re-registers from the last good pose
 with a wider robust kernel and more iterations until it converges again ("recovered").
 """
@@ -37,32 +39,17 @@ with a wider robust kernel and more iterations until it converges again ("recove
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
 
 import numpy as np
 import torch
 from pydantic import Field
 
 from slam.core.config import StrictConfig
-from slam.core.frames import Frame, LidarScan, RGBDFrame
-from slam.core.geometry import backproject, invert_pose, se3_exp, se3_log, skew
+from slam.core.geometry import apply_scaled_twist, invert_pose, se3_exp, se3_log, skew
+from slam.core.observation import Observation, PosePrior, PoseTerm
+from slam.core.robust import geman_mcclure_weight
 from slam.engine.engine import TrackingResult
-from slam.frontends.lidar import LidarFrontend
-from slam.frontends.lidar_preprocess import apply_scaled_twist
 from slam.map.neural_map import NeuralSDFMap
-
-
-def axial_sigma(z: np.ndarray | float) -> np.ndarray:
-    """Axial depth noise (m) of a Kinect-like structured-light sensor at depth ``z`` (m), facing the
-    surface: Nguyen, Izadi & Lovell (2012), ``0.0012 + 0.0019 (z - 0.4)^2``."""
-    return 0.0012 + 0.0019 * (np.asarray(z, dtype=np.float64) - 0.4) ** 2
-
-
-def geman_mcclure_weight(r, scale: float):
-    """IRLS weight of residuals ``r`` (tensor or array) under a Geman-McClure kernel of ``scale``: about 1
-    well below the scale, falling as (scale / r)⁴ above it, so large residuals keep a bounded influence."""
-    s2 = scale * scale
-    return (s2 / (s2 + r * r)) ** 2
 
 
 def about_sensor_to_world(pose: np.ndarray) -> np.ndarray:
@@ -149,42 +136,19 @@ class Tracker:
 
     name = "neural-sdf-gauss-newton"
 
-    def __init__(
-        self,
-        neural_map: NeuralSDFMap,
-        config: TrackerConfig | None = None,
-        seed: int = 0,
-        lidar: LidarFrontend | None = None,
-    ) -> None:
+    def __init__(self, neural_map: NeuralSDFMap, config: TrackerConfig | None = None) -> None:
         self.map = neural_map
         self.cfg = config or TrackerConfig()
-        self.rng = np.random.default_rng(seed)
-        self.lidar = lidar or LidarFrontend()
         self.poses: list[np.ndarray] = []
         self.timestamps: list[float] = []
         self.last_good: np.ndarray | None = None
         self.lost_streak = 0
         self.recent_inliers: deque[float] = deque(maxlen=15)  # inlier ratios of the last tracked frames
-        # optional extra residual: pose -> (6×6 H, 6 b) added to each step's normal equations (same ξ)
-        self.extra_term: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None
 
-    # -- preprocessing -------------------------------------------------------------------------
-    def sample_points(self, frame: RGBDFrame) -> np.ndarray:
-        """Camera-frame points from the valid depth in range, subsampled to the point budget."""
-        pts, _ = backproject(frame.depth, frame.intrinsics, self.cfg.pixel_stride)
-        z = pts[:, 2]
-        pts = pts[(z > self.cfg.depth_min) & (z < self.cfg.depth_max)]
-        if pts.shape[0] > self.cfg.points:
-            pts = pts[self.rng.choice(pts.shape[0], self.cfg.points, replace=False)]
-        return pts
-
-    def depth_weights(self, points: np.ndarray) -> np.ndarray | None:
-        """Per-point weights from the depth noise model (None when ``depth_weight_power`` is 0)."""
-        if self.cfg.depth_weight_power == 0:
-            return None
-        return (axial_sigma(1.0) / axial_sigma(points[:, 2])) ** self.cfg.depth_weight_power
-
-    def predict(self) -> np.ndarray:
+    def predict(self, prior: PosePrior | None = None) -> np.ndarray:
+        """The pose the frame is registered from: the prior's when given, else constant velocity."""
+        if prior is not None:
+            return prior.pose
         if not self.poses:
             return np.eye(4)
         if len(self.poses) == 1 or not self.cfg.constant_velocity:
@@ -225,6 +189,7 @@ class Tracker:
         weights: np.ndarray | None = None,
         sweep_fractions: np.ndarray | None = None,
         sweep_prior: float = 0.0,
+        extra_term: PoseTerm | None = None,
     ) -> tuple[np.ndarray, dict]:
         """Gauss-Newton alignment of sensor-frame points (N×3, shuffled: the coarse stage takes a prefix) to
         the map from ``init``, each point's term scaled by ``weights`` (N, default 1); returns (pose, report).
@@ -233,7 +198,8 @@ class Tracker:
         instant, -1 … 0) the motion within the sweep is estimated too: a correction twist δ (v, ω over the
         whole sweep, body frame) moves a point at fraction u by exp(u·δ), so each point's Jacobian row gains
         u times its pose row, and a prior of weight ``sweep_prior`` (relative to the mean diagonal of the
-        pose block) holds δ to the deskew's motion. The report's ``sweep_correction`` is δ."""
+        pose block) holds δ to the deskew's motion. The report's ``sweep_correction`` is δ. ``extra_term``:
+        another sensor's residual on the pose (:class:`~slam.core.observation.PosePrior`) added to each step."""
         cfg = self.cfg
         points = np.asarray(points)
         if points.ndim != 2 or points.shape[1] != 3:
@@ -264,14 +230,14 @@ class Tracker:
             w_pts = w_all if (fine or w_all is None) else w_all[:n_coarse]
             if sweep:
                 u_pts = u_all if fine else u_all[:n_coarse]
-                xi, fit = self._step(pts, pose, scale, w_pts, u_pts, correction, sweep_prior)
+                xi, fit = self._step(pts, pose, scale, w_pts, u_pts, correction, sweep_prior, extra_term)
                 rot = pose[:3, :3]
                 correction = correction + np.concatenate([rot.T @ xi[6:9], rot.T @ xi[9:]])
                 pts_all = torch.from_numpy(
                     apply_scaled_twist(points64, sweep_fractions, correction).astype(np.float32)
                 )
             else:
-                xi, fit = self._step(pts, pose, scale, w_pts)
+                xi, fit = self._step(pts, pose, scale, w_pts, extra_term=extra_term)
             pose = apply_about_sensor(xi[:6], pose)
             it_done = it + 1
             # the sweep's correction moves a point by u·δ, half of it on average
@@ -373,6 +339,7 @@ class Tracker:
         sweep_fractions: torch.Tensor | None = None,
         sweep_correction: np.ndarray | None = None,
         sweep_prior: float = 0.0,
+        extra_term: PoseTerm | None = None,
     ) -> tuple[np.ndarray, tuple[float, float, int]]:
         """One Gauss-Newton update ξ from ``pose``, and the fit at ``pose`` (as ``_evaluate`` measures it).
         With ``sweep_fractions``, ξ has 12 entries: the pose's, then the sweep motion's (world axes about the
@@ -405,9 +372,9 @@ class Tracker:
             assert sweep_correction is not None
             h_np[6:, 6:] += prior * np.eye(6)
             b_np[6:] += prior * np.concatenate([rot @ sweep_correction[:3], rot @ sweep_correction[3:]])
-        if self.extra_term is not None:  # another sensor's term (slam.frontends.events); None: depth only
+        if extra_term is not None:  # another sensor's term (a PosePrior's); None: depth only
             # its ξ is about the world origin: ξ_world = A ξ_sensor, so H → AᵀHA and b → Aᵀb
-            h_extra, b_extra = self.extra_term(pose)
+            h_extra, b_extra = extra_term(pose)
             a = about_sensor_to_world(pose)
             h_np[:6, :6] += a.T @ h_extra @ a
             b_np[:6] += a.T @ b_extra
@@ -441,42 +408,6 @@ class Tracker:
         self.lost_streak = 1
 
     # -- per frame -----------------------------------------------------------------------------
-    def track(self, frame: Frame) -> TrackingResult:
-        """Track an RGB-D frame or a LiDAR scan: both reduce to points (and weights) for :meth:`track_points`."""
-        if isinstance(frame, RGBDFrame):
-            if not self.poses:
-                return self.track_points(None, frame.timestamp, first_pose=frame.gt_pose)
-            points = self.sample_points(frame)
-            return self.track_points(points, frame.timestamp, weights=self.depth_weights(points))
-        if isinstance(frame, LidarScan):
-            if not self.poses:
-                self.lidar.prepare(frame)  # nothing to deskew with yet; the mapper reuses it
-                return self.track_points(None, frame.timestamp, first_pose=frame.gt_pose)
-            motion, period = self.last_motion(self.lidar.cfg.deskew_window_s)
-            prep = self.lidar.prepare(frame, motion, period)
-            if len(prep.points) == 0:
-                raise ValueError(
-                    f"{frame.source_name or f'scan {frame.index}'}: no points left after preprocessing"
-                )
-            points, weights, fractions = self.lidar.tracking_points(prep, self.rng)
-            # the searches are for predictions over dropped scans: over a single sweep the constant-velocity
-            # prediction is within the basin (the whole loop at 10 Hz: the searches changed no pose)
-            span = (
-                float(np.ptp(frame.point_times))
-                if frame.point_times is not None and len(frame.point_times)
-                else 0.0
-            )
-            gap = frame.timestamp - self.timestamps[-1] if self.timestamps else np.inf
-            search = len(self.poses) < 2 or not (span > 0 and gap <= 1.5 * span)  # (no velocity yet: search)
-            result = self.track_points(
-                points, frame.timestamp, weights=weights, sweep_fractions=fractions, search=search
-            )
-            correction = result.info.get("sweep_correction")
-            if correction is not None and not result.lost:
-                self.lidar.correct_deskew(frame, correction)  # the mapper then fits the re-deskewed scan
-            return result
-        raise TypeError(f"the tracker takes RGBDFrame or LidarScan, not {type(frame).__name__}")
-
     def last_motion(self, window_s: float = 0.0) -> tuple[np.ndarray | None, float | None]:
         """The relative motion over the last tracked frames ``T_{-1-k}⁻¹ · T_{-1}`` and the time it took, for
         deskewing: k = 1, or as many frames as span at most ``window_s`` seconds. (None, None) before two
@@ -492,52 +423,52 @@ class Tracker:
             return None, None
         return invert_pose(self.poses[-1 - k]) @ self.poses[-1], float(dt)
 
-    def track_points(
-        self,
-        points: np.ndarray | None,
-        timestamp: float,
-        weights: np.ndarray | None = None,
-        first_pose: np.ndarray | None = None,
-        sweep_fractions: np.ndarray | None = None,
-        search: bool = True,
-    ) -> TrackingResult:
-        """Track one set of sensor-frame points (N×3) taken at ``timestamp``: the first call defines the map
-        origin (``first_pose`` when known, else the identity) and needs no points. ``sweep_fractions``: see
-        :meth:`register` (LiDAR scans, when ``lidar.sweep_motion_prior`` is on). ``search``: whether the
-        heading and travel searches (when configured) may run for this frame."""
-        self.timestamps.append(float(timestamp))
+    def track(self, obs: Observation) -> TrackingResult:
+        """Track one observation: the first defines the map's origin (the frame's ground truth when known,
+        else the identity) and needs no points; later ones register their points from the prediction (or
+        the observation's prior), with the heading and travel searches when configured and allowed."""
+        self.timestamps.append(obs.timestamp)
         if not self.poses:
-            pose = first_pose.copy() if first_pose is not None else np.eye(4)
+            pose = obs.gt_pose.copy() if obs.gt_pose is not None else np.eye(4)
             self.poses.append(pose)
             self.last_good = pose
             return TrackingResult(pose=pose, info={"first": True})
+        points, weights, prior = obs.points, obs.weights, obs.prior
         if points is None:
             raise ValueError("points are required after the first frame")
+        if prior is not None and self.lost_streak > 0:
+            # while the depth term is lost another sensor carries the pose: re-localise from its estimate (a
+            # lost frame's pose is the prediction, i.e. the prior's, too)
+            self.last_good = prior.pose
         recovering = self.lost_streak > 0
         second_guess = False
         # the sweep's motion is estimated only where the pose is (the last, tightening registration)
-        sweep = {"sweep_fractions": sweep_fractions, "sweep_prior": self.lidar.cfg.sweep_motion_prior}
+        sweep = {"sweep_fractions": obs.sweep_fractions, "sweep_prior": obs.sweep_prior}
+        term = prior.term if prior is not None else None
         if recovering:
-            init = self.last_good
+            wide = {
+                "robust_scale": self.cfg.robust_scale * self.cfg.recovery_scale,
+                "iterations": 2 * self.cfg.iterations,
+            }
+            pose, rep, chose_velocity = self._register_prior(points, self.last_good, weights, prior, **wide)
             pose, rep = self.register(
-                points,
-                init,
-                self.cfg.robust_scale * self.cfg.recovery_scale,
-                2 * self.cfg.iterations,
-                weights,
-            )
-            pose, rep = self.register(
-                points, pose, weights=weights, **sweep
-            )  # tighten with the normal kernel
+                points, pose, weights=weights, extra_term=term, **sweep
+            )  # the normal kernel
         else:
-            init = self.predict()
-            if search:
+            predicted = self.predict(prior)
+            init = predicted
+            if obs.search:
                 init = self.search_travel(points, self.search_yaw(points, init), self.poses[-1])
-            pose, rep = self.register(points, init, weights=weights, **sweep)
+            from_prior = (
+                prior if np.array_equal(init, predicted) else None
+            )  # a search moved it: a pose of ours
+            pose, rep, chose_velocity = self._register_prior(points, init, weights, from_prior, term, **sweep)
             if self._doubtful(rep):
                 # A wrong velocity feeds itself: the next prediction repeats it and a few iterations do
                 # not undo it. Try no motion from the last pose too and keep the better registration.
-                still_pose, still_rep = self.register(points, self.poses[-1], weights=weights, **sweep)
+                still_pose, still_rep = self.register(
+                    points, self.poses[-1], weights=weights, extra_term=term, **sweep
+                )
                 if still_rep["inlier_ratio"] > rep["inlier_ratio"]:
                     pose, rep, second_guess = still_pose, still_rep, True
         lost = not (
@@ -547,7 +478,7 @@ class Tracker:
         )
         if lost:
             self.lost_streak += 1
-            pose = self.predict()
+            pose = self.predict(prior)
         else:
             self.last_good = pose
             self.recent_inliers.append(rep["inlier_ratio"])
@@ -555,6 +486,11 @@ class Tracker:
         if recovered:
             self.lost_streak = 0
         self.poses.append(pose)
+        info = {"points": int(points.shape[0]), "second_guess": second_guess}
+        if prior is not None:
+            info["chose_velocity"] = chose_velocity
+        if "sweep_correction" in rep:
+            info["sweep_correction"] = rep["sweep_correction"]
         return TrackingResult(
             pose=pose,
             iterations=rep["iterations"],
@@ -562,6 +498,26 @@ class Tracker:
             inlier_ratio=rep["inlier_ratio"],
             lost=lost,
             recovered=recovered,
-            info={"points": int(points.shape[0]), "second_guess": second_guess}
-            | ({"sweep_correction": rep["sweep_correction"]} if "sweep_correction" in rep else {}),
+            info=info,
         )
+
+    def _register_prior(
+        self,
+        points: np.ndarray,
+        init: np.ndarray,
+        weights: np.ndarray | None,
+        prior: PosePrior | None,
+        term: PoseTerm | None = None,
+        **kwargs,
+    ) -> tuple[np.ndarray, dict, bool]:
+        """``register`` from ``init`` with the prior's term; when ``init`` is the prior's pose (``prior``
+        given) and it asks for the comparison, also from constant velocity without the term, keeping the
+        registration with more inliers (a prior can only help). Returns (pose, report, chose_velocity)."""
+        term = prior.term if prior is not None else term
+        pose, rep = self.register(points, init, weights=weights, extra_term=term, **kwargs)
+        if prior is None or not prior.compare_velocity:
+            return pose, rep, False
+        alt_pose, alt_rep = self.register(points, self.predict(), weights=weights, **kwargs)
+        if alt_rep["inlier_ratio"] > rep["inlier_ratio"]:
+            return alt_pose, alt_rep, True
+        return pose, rep, False

@@ -19,10 +19,10 @@ last depth frames and the events correct it, against a prior on the correction a
 centre (``motion_sigma_*``; the events observe rotation well and translation poorly, so the default
 keeps translation close to constant velocity). The last window predicts the next depth frame's pose.
 
-:class:`EventAidedTracker` (the depth tracker, composed by inheritance) registers the depth points
-from that prediction and, to guard against a bad one, also from plain constant velocity, keeping the
-fit with more inliers; the events' orientation enters the depth term's normal equations as a prior
-(``Tracker.extra_term``) weighted by the windows' information (covariances added up, translation
+:class:`EventFrontend` (the RGB-D frontend plus this term) hands the tracker that prediction as a
+:class:`~slam.core.observation.PosePrior`: the tracker registers the depth points from it and, to guard
+against a bad one, also from plain constant velocity, keeping the fit with more inliers; the events'
+orientation enters the depth term's normal equations as the prior's term, weighted by the windows' information (covariances added up, translation
 marginalised out) against the depth term's residual scale. A window's information counts its independent
 observations only (``decorrelate``): the smoothing correlates residuals within a few ``smoothing_px``,
 so its thousands of points hold about image area / (4π smoothing_px²) independent ones; counted as
@@ -40,6 +40,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 from pydantic import Field
@@ -47,10 +48,10 @@ from scipy.ndimage import gaussian_filter
 
 from slam.core.config import StrictConfig
 from slam.core.frames import CameraIntrinsics, EventPacket, Frame, RGBDFrame
-from slam.core.geometry import se3_exp, se3_log
-from slam.engine.engine import TrackingResult
-from slam.engine.tracker import Tracker, TrackerConfig, geman_mcclure_weight
-from slam.map.neural_map import NeuralSDFMap
+from slam.core.geometry import se3_exp, se3_log, skew
+from slam.core.observation import MotionHistory, Observation, PosePrior
+from slam.core.robust import geman_mcclure_weight
+from slam.frontends.rgbd import RgbdFrontend
 
 log = logging.getLogger(__name__)
 
@@ -408,7 +409,7 @@ class EventOdometry:
             # solve for the motion about the camera centre c, (v_c, ω) with v = v_c + c × ω, so that the
             # prior bounds the camera's own translation (a rotation about the world origin moves it)
             m = np.eye(6)
-            m[:3, 3:] = _skew(pose[:3, 3])
+            m[:3, 3:] = skew(pose[:3, 3])
             xi_c, info_c, rms = self.solve(a @ m, e, prior)
             if not np.all(np.isfinite(xi_c)) or not np.all(np.isfinite(info_c)):
                 continue
@@ -441,31 +442,27 @@ class EventOdometry:
         return Propagation(pose, information, reports, sum(r.events for r in reports), seconds)
 
 
-def _skew(v: np.ndarray) -> np.ndarray:
-    return np.array([[0.0, -v[2], v[1]], [v[2], 0.0, -v[0]], [-v[1], v[0], 0.0]])
-
-
-class EventAidedTracker(Tracker):
-    """The depth tracker with the event term (see the module doc): when a frame carries events (with the
+class EventFrontend:
+    """The RGB-D frontend with the event term (see the module doc): when a frame carries events (with the
     event camera's intrinsics; its frame is taken to be the RGB-D camera's), they are chained from the
-    last pose against the last keyframe into a prediction of the frame's pose, registered from along
-    with constant velocity, and the events' orientation is a prior in the depth term. Frames without
-    events are tracked exactly as by :class:`Tracker`."""
+    last pose against the last keyframe into a :class:`PosePrior` of the frame's pose: the tracker
+    registers from it along with constant velocity, and the events' orientation is a prior term in the
+    depth term. Frames without events give the RGB-D frontend's observation unchanged."""
 
     def __init__(
         self,
-        neural_map: NeuralSDFMap,
-        config: TrackerConfig | None = None,
+        rgbd: RgbdFrontend,
+        config: EventTrackingConfig | None = None,
         seed: int = 0,
-        events: EventTrackingConfig | None = None,
-        **kwargs,
+        constant_velocity: bool = True,
     ) -> None:
-        super().__init__(neural_map, config, seed=seed, **kwargs)
-        self.odometry = EventOdometry(events, seed=seed)
+        self.rgbd = rgbd
+        self.odometry = EventOdometry(config, seed=seed)
         self.event_cfg = self.odometry.cfg
+        self.constant_velocity = (
+            constant_velocity  # the tracker's: predict the events' start from the last motion
+        )
         self._key: Keyframe | None = None
-        self._prediction: Propagation | None = None
-        self.extra_term = None
         self.chose_velocity = 0  # frames where the constant-velocity registration fitted better
         self.frames_with_events = 0  # RGB-D frames that carried at least one event
         self.frames_event_aided = 0  # of which the event term predicted the pose
@@ -475,68 +472,80 @@ class EventAidedTracker(Tracker):
         self._warned_intrinsics = False
 
     @property
-    def name(self) -> str:  # type: ignore[override]
-        """The depth tracker's name until events were used, then with ``+events``: a run's stats say which
-        path tracked it (frames without events go exactly the depth tracker's way)."""
-        return f"{Tracker.name}+events" if self.frames_event_aided else Tracker.name
+    def tracker_suffix(self) -> str:
+        """``+events`` once events were used: a run's stats say which path tracked it (frames without
+        events go exactly the depth tracker's way)."""
+        return "+events" if self.frames_event_aided else ""
 
-    def event_stats(self) -> dict:
+    def stats(self) -> dict:
         """What the event term did so far (a run's stats.json ``events`` block)."""
         odo = self.odometry
         return {
-            "frames_with_events": self.frames_with_events,
-            "frames_event_aided": self.frames_event_aided,
-            "frames_uncalibrated": self.uncalibrated,
-            "events": odo.events_processed,
-            "windows": self.event_windows,
-            "event_term_s": round(odo.seconds, 4),
-            "event_term_cpu_s": round(odo.cpu_seconds, 4),
-            "event_term_events_per_s": round(odo.events_processed / odo.seconds) if odo.seconds > 0 else None,
-            "chose_velocity": self.chose_velocity,
+            "events": {
+                "frames_with_events": self.frames_with_events,
+                "frames_event_aided": self.frames_event_aided,
+                "frames_uncalibrated": self.uncalibrated,
+                "events": odo.events_processed,
+                "windows": self.event_windows,
+                "event_term_s": round(odo.seconds, 4),
+                "event_term_cpu_s": round(odo.cpu_seconds, 4),
+                "event_term_events_per_s": round(odo.events_processed / odo.seconds)
+                if odo.seconds > 0
+                else None,
+                "chose_velocity": self.chose_velocity,
+            }
         }
 
-    def predict(self) -> np.ndarray:
-        if self._prediction is not None:
-            return self._prediction.pose  # registration copies it; `register` recognises it
-        return super().predict()
+    def observe(self, frame: Frame, history: MotionHistory) -> Observation:
+        obs = self.rgbd.observe(frame, history)
+        events = getattr(frame, "events", None) if self.event_cfg.enabled else None
+        if events is None or len(events) == 0:
+            return obs
+        self.frames_with_events += 1
+        if events.intrinsics is None:
+            self.uncalibrated += 1
+            if not self._warned_intrinsics:
+                log.warning("events without the event camera's intrinsics (events.fx ...): not used")
+                self._warned_intrinsics = True
+            return obs
+        if self._key is None or not history.poses or not self._colocated(events):
+            return obs
+        velocity = None
+        poses, stamps = history.poses, history.timestamps
+        if len(poses) >= 2 and len(stamps) >= 2 and self.constant_velocity:
+            dt = stamps[-1] - stamps[-2]
+            if dt > 0:  # the last motion as a world-frame twist per second
+                velocity = se3_log(poses[-1] @ np.linalg.inv(poses[-2])) / dt
+        prop = self.odometry.propagate(
+            self._key, poses[-1], events, self._key.timestamp, frame.timestamp, velocity
+        )
+        if prop is None:
+            return obs
+        self.frames_event_aided += 1
+        self.event_windows += len(prop.windows)
+        term = partial(self._prior_term, prop) if self.event_cfg.prior_weight > 0 else None
+        obs.prior = PosePrior(prop.pose, term, compare_velocity=self.event_cfg.check_velocity)
+        obs.info["event_windows"] = len(prop.windows)
+        obs.info["events"] = prop.events
+        obs.info["event_poses"] = [(w.t, w.pose) for w in prop.windows]
+        return obs
 
-    def register(
-        self,
-        points: np.ndarray,
-        init: np.ndarray,
-        robust_scale: float | None = None,
-        iterations: int | None = None,
-        weights: np.ndarray | None = None,
-        sweep_fractions: np.ndarray | None = None,
-        sweep_prior: float = 0.0,
-    ) -> tuple[np.ndarray, dict]:
-        """As :meth:`Tracker.register`; from the events' prediction, with ``check_velocity``, also from the
-        constant-velocity one, keeping the registration with more inliers (events can only help)."""
-        sweep = {"sweep_fractions": sweep_fractions, "sweep_prior": sweep_prior}
-        pose, rep = super().register(points, init, robust_scale, iterations, weights, **sweep)
-        pred = self._prediction
-        if pred is None or init is not pred.pose or not self.event_cfg.check_velocity:
-            return pose, rep
-        self._prediction = None  # the alternative registers without the events' prior
-        extra, self.extra_term = self.extra_term, None
-        try:
-            alt_pose, alt_rep = super().register(
-                points, super().predict(), robust_scale, iterations, weights, **sweep
-            )
-        finally:
-            self._prediction, self.extra_term = pred, extra
-        if alt_rep["inlier_ratio"] > rep["inlier_ratio"]:
-            self.chose_velocity += 1
-            return alt_pose, alt_rep
-        return pose, rep
+    def tracked(self, observation: Observation, pose: np.ndarray, lost: bool, info: dict) -> None:
+        self.chose_velocity += int(bool(info.get("chose_velocity")))
+        # the next keyframe, also when the depth term lost this frame: its colour and depth are fine, and
+        # its pose is the events' prediction then
+        frame = observation.frame
+        events = getattr(frame, "events", None)
+        intr = events.intrinsics if events is not None and events.intrinsics is not None else None
+        self._key = self.odometry.keyframe(frame, pose, intr, events) if intr is not None else None
+        self.rgbd.tracked(observation, pose, lost, info)
 
-    def _prior_term(self, pose: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _prior_term(self, prediction: Propagation, pose: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Normal-equation terms of the events' prior on the orientation, r = log(R · R_evᵀ), for the depth
         step at ``pose``: the rotation block of the prediction's information with the translation
         marginalised out (the events observe rotation well, translation poorly), in the depth term's
         units (× its residual scale²) and × ``prior_weight``."""
-        assert self._prediction is not None
-        info = self._prediction.information
+        info = prediction.information
         try:
             rot_info = info[3:, 3:] - info[3:, :3] @ np.linalg.solve(info[:3, :3], info[:3, 3:])
         except np.linalg.LinAlgError:
@@ -545,7 +554,7 @@ class EventAidedTracker(Tracker):
         h[3:, 3:] = (
             0.5 * (rot_info + rot_info.T) * (self.event_cfg.prior_weight * self.event_cfg.depth_sigma_m**2)
         )
-        r = se3_log(pose @ np.linalg.inv(self._prediction.pose))
+        r = se3_log(pose @ np.linalg.inv(prediction.pose))
         return h, h @ r
 
     def _colocated(self, events: EventPacket) -> bool:
@@ -557,57 +566,3 @@ class EventAidedTracker(Tracker):
             log.warning("event camera offset from the RGB-D camera: not handled yet, events are not used")
             self._warned_extrinsics = True
         return False
-
-    def track(self, frame: Frame) -> TrackingResult:
-        self._prediction = None
-        self.extra_term = None
-        events = getattr(frame, "events", None) if self.event_cfg.enabled else None
-        if isinstance(frame, RGBDFrame) and events is not None and len(events) > 0:
-            self.frames_with_events += 1
-            if events.intrinsics is None:
-                self.uncalibrated += 1
-                if not self._warned_intrinsics:
-                    log.warning("events without the event camera's intrinsics (events.fx ...): not used")
-                    self._warned_intrinsics = True
-        if (
-            isinstance(frame, RGBDFrame)
-            and events is not None
-            and len(events) > 0
-            and self._key is not None
-            and self.poses
-            and events.intrinsics is not None
-            and self._colocated(events)
-        ):
-            velocity = None
-            if len(self.poses) >= 2 and len(self.timestamps) >= 2 and self.cfg.constant_velocity:
-                dt = self.timestamps[-1] - self.timestamps[-2]
-                if dt > 0:  # the last motion as a world-frame twist per second
-                    velocity = se3_log(self.poses[-1] @ np.linalg.inv(self.poses[-2])) / dt
-            prop = self.odometry.propagate(
-                self._key, self.poses[-1], events, self._key.timestamp, frame.timestamp, velocity
-            )
-            if prop is not None:
-                self._prediction = prop
-                self.frames_event_aided += 1
-                self.event_windows += len(prop.windows)
-                if self.lost_streak > 0:
-                    # while the depth term is lost the events carry the pose: re-localise from their pose
-                    # (a lost frame's pose is the prediction, i.e. theirs, too)
-                    self.last_good = prop.pose
-                if self.event_cfg.prior_weight > 0:
-                    self.extra_term = self._prior_term
-        try:
-            result = super().track(frame)
-        finally:
-            self.extra_term = None
-        if self._prediction is not None:
-            result.info["event_windows"] = len(self._prediction.windows)
-            result.info["events"] = self._prediction.events
-            result.info["event_poses"] = [(w.t, w.pose) for w in self._prediction.windows]
-        self._prediction = None
-        if isinstance(frame, RGBDFrame):
-            # the next keyframe, also when the depth term lost this frame: its colour and depth are
-            # fine, and its pose is the events' prediction then
-            intr = events.intrinsics if events is not None and events.intrinsics is not None else None
-            self._key = self.odometry.keyframe(frame, result.pose, intr, events) if intr is not None else None
-        return result

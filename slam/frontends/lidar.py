@@ -21,8 +21,8 @@ and ``lidar_demo`` drivers on the generated sequence that is the **end of the sw
 the ground truth (``drivers.sim.lidar_dataset``) and the one KISS-ICP reports. Scans without per-point
 times are not deskewed; their pose is that of the (rigid) point cloud as given.
 
-The preprocessed scan is kept in ``scan.extra["lidar"]`` by the tracker, so the mapper of the same scan
-reuses the deskewed points instead of preprocessing again. With ``sweep_motion_prior`` on, the tracking
+The preprocessed scan is the observation's ``state``, so the mapper of the same scan reuses the deskewed
+points instead of preprocessing again. With ``sweep_motion_prior`` on, the tracking
 points carry their firing times (:meth:`LidarFrontend.tracking_points`), the tracker estimates the sweep's
 motion with the pose, and :meth:`LidarFrontend.correct_deskew` re-deskews the kept scan (points and ray
 origins) with that correction before the mapper sees it.
@@ -31,6 +31,8 @@ origins) with that correction before the mapper sees it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,17 +40,15 @@ from pydantic import Field
 from scipy.spatial import cKDTree
 
 from slam.core.config import StrictConfig
-from slam.core.frames import FrameError, LidarScan
-from slam.core.geometry import se3_log
+from slam.core.frames import Frame, FrameError, LidarScan
+from slam.core.geometry import apply_scaled_twist, se3_log
+from slam.core.observation import MotionHistory, Observation, RaySet
 from slam.frontends.lidar_preprocess import (
     LidarPreprocessConfig,
     PreprocessedScan,
-    apply_scaled_twist,
     preprocess_scan,
     range_mask,
 )
-
-CACHE_KEY = "lidar"
 
 
 class LidarConfig(StrictConfig):
@@ -147,20 +147,62 @@ def _check_scan(scan: LidarScan) -> None:
 
 
 class LidarFrontend:
-    """Preprocessing, tracking-point selection and ray construction for LiDAR scans."""
+    """LiDAR scans to observations: preprocessing, tracking-point selection and ray construction."""
 
-    def __init__(self, config: LidarConfig | None = None) -> None:
+    tracker_suffix = ""
+
+    def __init__(self, config: LidarConfig | None = None, seed: int = 0) -> None:
         self.cfg = config or LidarConfig()
+        self.rng = np.random.default_rng(seed)  # draws the tracking points
+
+    # -- the frontend ------------------------------------------------------------------------------
+    def observe(self, frame: Frame, history: MotionHistory) -> Observation:
+        """The scan preprocessed (deskewed with the tracker's last motion), its tracking points, weights and
+        sweep fractions, and its rays built on demand from the same preprocessing."""
+        if not isinstance(frame, LidarScan):
+            raise TypeError(f"the LiDAR frontend takes LiDAR scans, not {type(frame).__name__}")
+        if not history.poses:  # nothing to deskew with yet; the map's origin needs no points
+            prep = self.prepare(frame)
+            return Observation(frame, rays=partial(self.ray_set, prep), state=prep)
+        motion, period = history.last_motion(self.cfg.deskew_window_s)
+        prep = self.prepare(frame, motion, period)
+        if len(prep.points) == 0:
+            raise ValueError(
+                f"{frame.source_name or f'scan {frame.index}'}: no points left after preprocessing"
+            )
+        points, weights, fractions = self.tracking_points(prep, self.rng)
+        # the searches are for predictions over dropped scans: over a single sweep the constant-velocity
+        # prediction is within the basin (the whole loop at 10 Hz: the searches changed no pose)
+        times = frame.point_times
+        span = float(np.ptp(times)) if times is not None and len(times) else 0.0
+        gap = frame.timestamp - history.timestamps[-1] if history.timestamps else np.inf
+        search = len(history.poses) < 2 or not (span > 0 and gap <= 1.5 * span)  # (no velocity yet: search)
+        return Observation(
+            frame,
+            points,
+            weights=weights,
+            sweep_fractions=fractions,
+            sweep_prior=self.cfg.sweep_motion_prior,
+            search=search,
+            rays=partial(self.ray_set, prep),
+            state=prep,
+        )
+
+    def tracked(self, observation: Observation, pose: np.ndarray, lost: bool, info: dict[str, Any]) -> None:
+        """With the sweep's motion estimated, re-deskew the kept scan so the mapper fits the corrected one."""
+        correction = info.get("sweep_correction")
+        if correction is not None and not lost:
+            self.correct_deskew(observation.state, correction)
+
+    def stats(self) -> dict[str, Any]:
+        return {}
 
     # -- preprocessing -------------------------------------------------------------------------
     def prepare(
         self, scan: LidarScan, relative_motion: np.ndarray | None = None, scan_period: float | None = None
     ) -> PreprocessedScan:
-        """The scan preprocessed (deskewed with ``relative_motion`` over ``scan_period`` when it has point
-        times), cached in ``scan.extra`` so tracking and mapping of one scan share it."""
-        cached = scan.extra.get(CACHE_KEY)
-        if isinstance(cached, PreprocessedScan):
-            return cached
+        """The scan preprocessed, deskewed with ``relative_motion`` over ``scan_period`` when it has point
+        times, with where the sensor was when each kept point fired (``origins``)."""
         _check_scan(scan)
         prep = preprocess_scan(
             scan,
@@ -175,8 +217,7 @@ class LidarFrontend:
             origins = apply_scaled_twist(
                 np.zeros((len(prep.points), 3)), prep.point_times.astype(np.float64), twist
             )
-            scan.extra["lidar_origins"] = origins.astype(np.float32)
-        scan.extra[CACHE_KEY] = prep
+            prep.origins = origins.astype(np.float32)
         return prep
 
     # -- tracking ------------------------------------------------------------------------------
@@ -205,26 +246,21 @@ class LidarFrontend:
         fractions = _sweep_fractions(prep) if cfg.sweep_motion_prior > 0 and len(pick) else None
         return prep.points[pick], weights, None if fractions is None else fractions[pick]
 
-    def correct_deskew(self, scan: LidarScan, sweep_correction: np.ndarray) -> None:
-        """Re-deskew the cached preprocessing of ``scan`` (points and ray origins) by ``sweep_correction``, the
-        body-frame twist (v, ω) the tracker added to the sweep's motion (over the whole sweep, first order)."""
-        prep = scan.extra.get(CACHE_KEY)
-        fractions = _sweep_fractions(prep) if isinstance(prep, PreprocessedScan) else None
+    def correct_deskew(self, prep: PreprocessedScan, sweep_correction: np.ndarray) -> None:
+        """Re-deskew the preprocessed scan (points and ray origins) by ``sweep_correction``, the body-frame
+        twist (v, ω) the tracker added to the sweep's motion (over the whole sweep, first order)."""
+        fractions = _sweep_fractions(prep)
         if fractions is None:
             return
         correction = np.asarray(sweep_correction, dtype=np.float64)
         prep.points = apply_scaled_twist(prep.points, fractions, correction).astype(np.float32)
-        origins = scan.extra.get("lidar_origins")
-        if origins is not None:
-            scan.extra["lidar_origins"] = apply_scaled_twist(origins, fractions, correction).astype(
-                np.float32
-            )
+        if prep.origins is not None:
+            prep.origins = apply_scaled_twist(prep.origins, fractions, correction).astype(np.float32)
 
     # -- mapping -------------------------------------------------------------------------------
-    def rays(self, scan: LidarScan, rng: np.random.Generator) -> LidarRays:
-        """The scan's mapping rays (at most ``mapping_rays``), from its cached preprocessing."""
-        prep = self.prepare(scan)
-        origins = scan.extra.get("lidar_origins")
+    def rays(self, prep: PreprocessedScan, rng: np.random.Generator) -> LidarRays:
+        """The scan's mapping rays (at most ``mapping_rays``) from its preprocessing."""
+        origins = prep.origins
         idx = np.arange(len(prep.points))
         if self.cfg.mapping_max_range > 0:
             idx = np.flatnonzero(range_mask(prep.points, 0.0, self.cfg.mapping_max_range))
@@ -236,6 +272,11 @@ class LidarFrontend:
             self.normals(prep, idx),
             prep.ground[idx],
         )
+
+    def ray_set(self, prep: PreprocessedScan, pose: np.ndarray, rng: np.random.Generator) -> RaySet:
+        """The mapper's rays of a preprocessed scan at ``pose``."""
+        origins, dirs, dist, cos = self.ray_tensors(self.rays(prep, rng))
+        return RaySet(dirs, dist, cos, None, np.asarray(pose, dtype=np.float64).copy(), origins)
 
     def normals(self, prep: PreprocessedScan, subset: np.ndarray | None = None) -> np.ndarray:
         """Unit normals of the points ``subset`` indexes (default all): the ground patch's plane for ground

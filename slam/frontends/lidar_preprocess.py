@@ -35,7 +35,7 @@ from scipy.spatial import cKDTree
 
 from slam.core.config import StrictConfig
 from slam.core.frames import LidarScan
-from slam.core.geometry import se3_log, skew
+from slam.core.geometry import apply_scaled_twist, se3_log
 
 # voxel and cell keys are packed into one int64: 21 bits a coordinate
 _KEY_BITS = 21
@@ -155,36 +155,6 @@ def voxel_downsample(points: np.ndarray, voxel_size: float) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------------ deskew
-
-
-def apply_scaled_twist(points: np.ndarray, scale: np.ndarray, twist: np.ndarray) -> np.ndarray:
-    """``exp(scale_i · twist) · p_i`` for every point, without building one 4×4 matrix per point.
-
-    All points share the rotation axis, so Rodrigues' formula and the SE(3) left Jacobian reduce to
-    per-point scalars times the cross products ``k × p`` and ``k × (k × p)``.
-    """
-    p = np.asarray(points, dtype=np.float64)
-    s = np.asarray(scale, dtype=np.float64)[:, None]
-    v, w = twist[:3], twist[3:]
-    theta = float(np.linalg.norm(w))
-    if theta < 1e-12:
-        return p + s * v
-    k = w / theta
-    a = s * theta  # signed rotation angle per point
-    small = np.abs(a) < 1e-6
-    safe = np.where(small, 1.0, a)
-    sin_a, cos_a = np.sin(a), np.cos(a)
-    c1 = np.where(small, a / 2.0, (1.0 - cos_a) / safe)  # (1 - cos a) / a
-    c2 = np.where(small, a * a / 6.0, (a - sin_a) / safe)  # (a - sin a) / a
-    # k × p as a matrix product (one 3×3 for all points: several times faster than np.cross); the
-    # translation s·v is a per-point scalar times one vector, so its cross products are constants
-    k_cross = skew(k)
-    kp = p @ k_cross.T
-    kkp = kp @ k_cross.T
-    kv = np.cross(k, v)
-    kkv = np.cross(k, kv)
-    rotated = p + sin_a * kp + (1.0 - cos_a) * kkp
-    return rotated + s * v + (c1 * s) * kv + (c2 * s) * kkv
 
 
 def deskew(
@@ -391,6 +361,7 @@ class PreprocessedScan:
     point_times: np.ndarray | None = None  # seconds relative to ``timestamp`` (≤ 0 after deskewing)
     deskewed: bool = False
     ground_normals: np.ndarray | None = None  # M×3 upward normal of each point's ground patch plane
+    origins: np.ndarray | None = None  # M×3 where the sensor was when each point fired (None: the origin)
 
 
 def preprocess_scan(

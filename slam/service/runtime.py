@@ -68,6 +68,7 @@ class SLAMService:
         scfg = cfg.service
         source_cls, self.mode = check_source(cfg, source)
         self.source_name = cfg.source.kind if source is None else (source.name or source_cls.__name__)
+        self.sensor = source_cls.sensor  # which frontend the engines of this run take
         self.torch_threads = torch_threads(cfg)
         fast = self.mode == "fast"
         self.frames: HandOff[QueuedFrame] = HandOff(
@@ -135,13 +136,13 @@ class SLAMService:
             return engine, None
         if self.cfg.service.load_map is not None:
             return self._loaded_engine(self.cfg.service.load_map, self.cfg.service.localize_only)
-        return build_engine(self.cfg), None
+        return build_engine(self.cfg, self.sensor), None
 
     def _loaded_engine(self, path: Path, localize_only: bool) -> tuple[Engine, SessionSnapshot]:
         """An engine around a saved map (``MapFileError`` names the file when it cannot be read)."""
         neural_map, snapshot = open_map(path, device=self.cfg.map.device)
         try:
-            engine = build_engine(self.cfg, neural_map, with_mapper=not localize_only)
+            engine = build_engine(self.cfg, self.sensor, neural_map, with_mapper=not localize_only)
         except ValueError as exc:
             raise ServiceError(f"{path}: {exc}") from None
         if engine.mapper is not None:
@@ -298,7 +299,7 @@ class SLAMService:
         if scfg.load_map is not None:
             fresh = self._pipeline(*self._loaded_engine(scfg.load_map, scfg.localize_only))
         else:
-            fresh = self._pipeline(build_engine(self.cfg))
+            fresh = self._pipeline(build_engine(self.cfg, self.sensor))
         return self._swap(fresh)
 
     def load_map(self, path: Path, localize_only: bool) -> dict[str, Any]:

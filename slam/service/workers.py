@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from slam.core.frames import LidarScan, RGBDFrame
 from slam.service.driver import QueuedFrame
 from slam.service.meshes import changed_blocks
 from slam.service.pipeline import MapItem
@@ -65,10 +64,6 @@ class TrackingWorker(threading.Thread):
 
     def _track(self, item: QueuedFrame) -> None:
         svc, frame = self.svc, item.frame
-        if not isinstance(frame, (RGBDFrame, LidarScan)):
-            raise TypeError(
-                f"source {svc.source_name!r} yields {type(frame).__name__}; the engine tracks RGB-D frames and LiDAR scans"
-            )
         with svc.track_lock:
             pipeline = svc.pipeline
             if pipeline.resume_pending:
@@ -136,7 +131,7 @@ class MappingWorker(threading.Thread):
                 return
             self.busy = True
             try:
-                pipeline.engine.map(item.frame, item.result)
+                pipeline.engine.map(item.result)
             finally:
                 self.busy = False
             self.mapped += 1

@@ -7,14 +7,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from scipy.spatial import cKDTree
+from synthetic import box_room, render_frame
 
-from slam.app.config import load_config
+from slam.app.build import build_frontend
+from slam.app.config import SLAMConfig, load_config
 from slam.core.frames import FrameError, LidarScan
 from slam.core.geometry import rotation_angle
+from slam.engine.engine import Engine
 from slam.engine.mapper import Mapper, MapperConfig
 from slam.engine.tracker import Tracker, TrackerConfig
 from slam.frontends.lidar import LidarConfig, LidarFrontend
-from slam.frontends.lidar_preprocess import LidarPreprocessConfig
+from slam.frontends.lidar_preprocess import LidarPreprocessConfig, PreprocessedScan
 from slam.map.neural_map import NeuralMapConfig, NeuralSDFMap
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -71,8 +75,7 @@ def test_tracking_points_take_the_ground_share_and_weights() -> None:
 def test_rays_use_ground_plane_and_local_normals() -> None:
     fe = LidarFrontend()
     scan = LidarScan(0, 0.0, _box_scan())
-    rays = fe.rays(scan, np.random.default_rng(0))
-    assert scan.extra["lidar"] is fe.prepare(scan)  # cached: tracking and mapping share one preprocessing
+    rays = fe.rays(fe.prepare(scan), np.random.default_rng(0))
     up = np.abs(rays.normals[rays.ground, 2])
     assert np.all(up > 0.99)
     wall = ~rays.ground & (np.abs(rays.points[:, 1] - 8.0) < 0.05) & (rays.points[:, 2] > -1.0)
@@ -84,10 +87,9 @@ def test_rays_use_ground_plane_and_local_normals() -> None:
 
 
 def test_mapping_range_limits_the_rays_not_the_normals() -> None:
-    full = LidarFrontend().rays(LidarScan(0, 0.0, _box_scan()), np.random.default_rng(0))
-    near = LidarFrontend(LidarConfig(mapping_max_range=15.0)).rays(
-        LidarScan(0, 0.0, _box_scan()), np.random.default_rng(0)
-    )
+    fe, near_fe = LidarFrontend(), LidarFrontend(LidarConfig(mapping_max_range=15.0))
+    full = fe.rays(fe.prepare(LidarScan(0, 0.0, _box_scan())), np.random.default_rng(0))
+    near = near_fe.rays(near_fe.prepare(LidarScan(0, 0.0, _box_scan())), np.random.default_rng(0))
     assert np.linalg.norm(near.points, axis=1).max() <= 15.0 < np.linalg.norm(full.points, axis=1).max()
     # the same points get the same normals whether or not the farther ones are mapped
     same = {tuple(p): n for p, n in zip(full.points.tolist(), full.normals.tolist())}
@@ -101,11 +103,11 @@ def test_deskewed_rays_leave_from_the_sensor_at_each_point_time() -> None:
     motion[0, 3] = 1.0  # 1 m forward per 0.1 s
     fe = LidarFrontend()
     scan = LidarScan(0, 0.0, pts, point_times=times)
-    assert fe.prepare(scan, motion, 0.1).deskewed
-    rays = fe.rays(scan, np.random.default_rng(0))
+    prep = fe.prepare(scan, motion, 0.1)
+    assert prep.deskewed
+    rays = fe.rays(prep, np.random.default_rng(0))
     # a point fired at time t was seen from x = 10 t (behind the end-of-sweep origin)
-    t = scan.extra["lidar"].point_times
-    np.testing.assert_allclose(scan.extra["lidar_origins"][:, 0], 10.0 * t, atol=1e-4)
+    np.testing.assert_allclose(prep.origins[:, 0], 10.0 * prep.point_times, atol=1e-4)
     assert rays.origins is not None and rays.origins[:, 0].min() < -0.9
 
 
@@ -115,14 +117,35 @@ def test_bad_scans_give_clear_errors() -> None:
     pts[3] = np.nan
     with pytest.raises(FrameError, match="NaN or inf"):
         fe.prepare(LidarScan(0, 0.0, pts))
-    tracker = Tracker(NeuralSDFMap(NeuralMapConfig(device="cpu")), seed=0)
-    with pytest.raises(TypeError, match="RGBDFrame or LidarScan"):
-        tracker.track(object())
+    tracker = Tracker(NeuralSDFMap(NeuralMapConfig(device="cpu")))
     with pytest.raises(ValueError, match="weights must have shape"):
         tracker.register(np.zeros((10, 3)), np.eye(4), weights=np.ones(3))
-    mapper = Mapper(NeuralSDFMap(NeuralMapConfig(device="cpu")), seed=0)
-    with pytest.raises(TypeError, match="RGBDFrame or LidarScan"):
-        mapper.integrate(object(), np.eye(4))
+    # each frontend names the frames it takes; a source of another sensor has no frontend at all
+    with pytest.raises(TypeError, match="takes LiDAR scans, not RGBDFrame"):
+        fe.observe(render_frame(box_room(), np.eye(4), width=32, height=24, f=30.0), tracker)
+    with pytest.raises(ValueError, match="no frontend for 'events' sources"):
+        build_frontend(SLAMConfig(), "events")
+
+
+def test_a_scan_is_preprocessed_once_for_tracking_and_mapping() -> None:
+    """The observation's rays come from the preprocessing its tracking points were drawn from, including
+    the deskew correction the tracker fed back."""
+    fe = LidarFrontend(LidarConfig(sweep_motion_prior=0.01))
+    pts = _box_scan(3000)
+    times = np.linspace(-0.1, 0.0, len(pts)).astype(np.float32)
+    history = Tracker(NeuralSDFMap(NeuralMapConfig(device="cpu")))
+    history.poses, history.timestamps = [np.eye(4), np.eye(4)], [-0.2, -0.1]
+    history.poses[1] = np.eye(4)
+    history.poses[1][0, 3] = 1.0  # 1 m forward over the last 0.1 s
+    obs = fe.observe(LidarScan(0, 0.0, pts, point_times=times), history)
+    assert obs.sweep_fractions is not None and obs.state.deskewed
+    before = obs.state.points.copy()
+    fe.tracked(obs, np.eye(4), lost=False, info={"sweep_correction": np.array([0.5, 0, 0, 0, 0, 0])})
+    assert np.abs(obs.state.points - before).max() > 0.4  # re-deskewed in place
+    rays = obs.mapping_rays(np.eye(4), np.random.default_rng(0))
+    ends = (rays.origins + rays.dirs * rays.ray_depth[:, None]).numpy()
+    dist, _ = cKDTree(obs.state.points).query(ends)
+    assert len(ends) > 1000 and dist.max() < 1e-3
 
 
 # ----------------------------------------------------------------------------------- real scan pair
@@ -169,7 +192,6 @@ def test_real_pair_registers_to_reference(shared_data: Path) -> None:
             keyframe_rays=30000,
         ),
         seed=0,
-        lidar=fe,
     )
     tracker = Tracker(
         neural_map,
@@ -182,15 +204,13 @@ def test_real_pair_registers_to_reference(shared_data: Path) -> None:
             min_hits=2,
             converged_delta=1e-4,
         ),
-        seed=0,
-        lidar=fe,
     )
     target_scan = LidarScan(0, 0.0, target, source_name="target.ply")
-    assert tracker.track(target_scan).info.get("first")  # the target defines the map frame
-    mapper.integrate(target_scan, np.eye(4))
+    # the target defines the map frame, and is mapped there
+    assert Engine(tracker, mapper, fe).process(target_scan).info.get("first")
 
     prep = fe.prepare(LidarScan(1, 0.1, source, source_name="source.ply"))
-    points, weights, _ = fe.tracking_points(prep, tracker.rng)
+    points, weights, _ = fe.tracking_points(prep, fe.rng)
     pose, _ = tracker.register(points, np.eye(4), robust_scale=0.3, weights=weights)
     pose, report = tracker.register(points, pose, weights=weights)
     error = np.linalg.inv(reference) @ pose
@@ -297,19 +317,18 @@ def test_correct_deskew_gives_the_scan_deskewed_with_the_corrected_motion() -> N
     config = LidarConfig(sweep_motion_prior=0.01, preprocess=LidarPreprocessConfig(voxel_size=0.0))
     fe = LidarFrontend(config)
 
-    def prepared(motion: np.ndarray) -> LidarScan:
-        scan = LidarScan(0, 5.0, points, point_times=times.astype(np.float32))
-        fe.prepare(scan, se3_exp(motion), 0.1)
-        return scan
+    def prepared(motion: np.ndarray) -> PreprocessedScan:
+        return fe.prepare(
+            LidarScan(0, 5.0, points, point_times=times.astype(np.float32)), se3_exp(motion), 0.1
+        )
 
-    corrected, reference = prepared(wrong), prepared(right)
-    fe.correct_deskew(corrected, right - wrong)
-    a, b = fe.prepare(corrected), fe.prepare(reference)
+    a, b = prepared(wrong), prepared(right)
+    fe.correct_deskew(a, right - wrong)
     assert np.array_equal(a.source_indices, b.source_indices)
     # to first order: the two compositions differ by about |v|·|δω| / 2 = 0.8 m x 0.012 rad / 2, 5 mm
     assert np.abs(a.points - b.points).max() < 0.01
-    assert np.abs(corrected.extra["lidar_origins"] - reference.extra["lidar_origins"]).max() < 0.01
-    assert np.abs(a.points - fe.prepare(prepared(wrong)).points).max() > 0.05  # the correction mattered
+    assert np.abs(a.origins - b.origins).max() < 0.01
+    assert np.abs(a.points - prepared(wrong).points).max() > 0.05  # the correction mattered
     _, _, fractions = fe.tracking_points(a, np.random.default_rng(0))
     assert fractions is not None and fractions.min() >= -1.0 and fractions.max() <= 0.0
     off = LidarFrontend(LidarConfig(preprocess=LidarPreprocessConfig(voxel_size=0.0)))

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from synthetic import box_room, look_at, render_frame
+from synthetic import box_room, look_at, map_frame, render_frame
 
 from slam.app import persistence
 from slam.app.persistence import MapFileError, capture, load_session, open_map, restore_mapper, save_session
@@ -42,7 +42,7 @@ def mapped(room):
     for i, s in enumerate((0.0, 1.0)):
         frame = render_frame(room, _pose(s), index=i)
         frame.color = np.full((*frame.depth.shape, 3), 40 * (i + 1), np.uint8)
-        mapper.integrate(frame, frame.gt_pose)
+        map_frame(mapper, frame, frame.gt_pose)
         poses.append(frame.gt_pose)
     assert len(mapper.keyframes) == 2
     return m, mapper, np.array([0.0, 1 / 30]), np.array(poses)
@@ -88,7 +88,7 @@ def test_a_restored_mapper_keeps_mapping(mapped, room, tmp_path: Path) -> None:
     restore_mapper(again, snap)
     before = loaded.grids[0].num_corners
     frame = render_frame(room, _pose(0.5), index=5)
-    again.integrate(frame, frame.gt_pose)  # new space grows the embeddings; the optimizer follows
+    map_frame(again, frame, frame.gt_pose)  # new space grows the embeddings; the optimizer follows
     assert again.frames_integrated == 3 and loaded.grids[0].num_corners >= before
     assert np.isfinite(again.last_loss["total"])
     mesh = again.extract_mesh()  # the fresh mesher meshes every loaded block

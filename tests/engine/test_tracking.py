@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from scipy.spatial.transform import Rotation
-from synthetic import box_room, look_at, render_frame
+from synthetic import box_room, look_at, map_frame, render_frame, rgbd_engine, rgbd_frontend
 
 from slam.core.frames import RGBDFrame
 from slam.core.geometry import invert_pose, se3_exp, transform_points
@@ -60,7 +60,7 @@ def room_map(room) -> NeuralSDFMap:
     )
     for i, s in enumerate(np.linspace(0.0, 1.0, 4)):
         frame = render_frame(room, pose_along(s), index=i)
-        mapper.integrate(frame, frame.gt_pose)
+        map_frame(mapper, frame, frame.gt_pose)
     assert len(mapper.keyframes) >= 3
     return m
 
@@ -69,9 +69,9 @@ def room_map(room) -> NeuralSDFMap:
 def _recovery_failures(room, room_map: NeuralSDFMap, config: TrackerConfig, trials: int) -> list:
     """Register a frame between the mapped ones from ``trials`` random 3 cm / 2° perturbations of its true
     pose; returns the failures (error above 5 mm or 0.3°) as (t_err, r_err, report)."""
-    tracker = Tracker(room_map, config, seed=0)
+    tracker = Tracker(room_map, config)
     frame = render_frame(room, pose_along(0.5), index=50)
-    points = tracker.sample_points(frame)
+    points = rgbd_frontend(config).sample_points(frame)
     assert points.shape[0] > 500
     rng = np.random.default_rng(0)
     failures = []
@@ -111,29 +111,29 @@ def test_register_recovers_perturbed_poses_with_default_config(room, room_map: N
 
 
 def test_register_keeps_a_correct_pose(room, room_map: NeuralSDFMap) -> None:
-    tracker = Tracker(room_map, seed=0)
+    tracker = Tracker(room_map)
     frame = render_frame(room, pose_along(0.25), index=51)
-    pose, report = tracker.register(tracker.sample_points(frame), frame.gt_pose)
+    pose, report = tracker.register(rgbd_frontend().sample_points(frame), frame.gt_pose)
     t_err, r_err = pose_error(pose, frame.gt_pose)
     assert t_err < 3e-3 and r_err < 0.2, (t_err, r_err, report)
 
 
 def test_sample_points_respects_range_and_budget(room) -> None:
     frame = render_frame(room, pose_along(0.0), width=320, height=240, f=260.0)
-    tracker = Tracker(NeuralSDFMap(NeuralMapConfig(device="cpu")), TrackerConfig(points=1000, depth_max=3.0))
-    pts = tracker.sample_points(frame)
+    pts = rgbd_frontend(TrackerConfig(points=1000, depth_max=3.0)).sample_points(frame)
     assert pts.shape == (1000, 3) and pts.dtype == np.float32
     assert float(pts[:, 2].max()) < 3.0 and float(pts[:, 2].min()) > 0.1
 
 
 # -- per-frame tracking ----------------------------------------------------------------------------
 def test_track_follows_a_sequence(room, room_map: NeuralSDFMap) -> None:
-    tracker = Tracker(room_map, TrackerConfig(), seed=0)
+    engine = rgbd_engine(room_map, TrackerConfig())
+    tracker = engine.tracker
     frames = [render_frame(room, pose_along(s), index=i) for i, s in enumerate(np.linspace(0.0, 1.0, 9))]
-    first = tracker.track(frames[0])
+    first = engine.track(frames[0])
     assert first.info.get("first") and np.array_equal(first.pose, frames[0].gt_pose)
     for frame in frames[1:]:
-        result = tracker.track(frame)
+        result = engine.track(frame)
         assert not result.lost and not result.recovered
         assert result.inlier_ratio > 0.8, result
         t_err, r_err = pose_error(result.pose, frame.gt_pose)
@@ -158,19 +158,20 @@ def unmapped_frame(room, like: RGBDFrame) -> RGBDFrame:
 
 @pytest.mark.parametrize("bad", ["noise", "unmapped"])
 def test_lost_then_recovered(room, room_map: NeuralSDFMap, bad: str) -> None:
-    tracker = Tracker(room_map, TrackerConfig(), seed=0)
+    engine = rgbd_engine(room_map, TrackerConfig())
+    tracker = engine.tracker
     s = np.linspace(0.0, 1.0, 9)
     good = [render_frame(room, pose_along(v), index=i) for i, v in enumerate(s)]
     for frame in good[:4]:
-        assert not tracker.track(frame).lost
+        assert not engine.track(frame).lost
     # a bad frame: it is lost, and its pose is the prediction, not the result of a failed registration
     prediction = tracker.predict()
     bad_frame = noise_frame(good[4], 1) if bad == "noise" else unmapped_frame(room, good[4])
     if bad == "unmapped":
-        world = transform_points(good[4].gt_pose, tracker.sample_points(bad_frame)).astype(np.float32)
+        world = transform_points(good[4].gt_pose, engine.frontend.sample_points(bad_frame)).astype(np.float32)
         q = room_map.query(torch.from_numpy(world))
         assert float(q.valid.float().mean()) < 0.2  # really looking at unmapped space
-    result = tracker.track(bad_frame)
+    result = engine.track(bad_frame)
     assert result.lost and not result.recovered
     assert (
         not result.inlier_ratio >= tracker.cfg.min_inlier_ratio
@@ -179,30 +180,31 @@ def test_lost_then_recovered(room, room_map: NeuralSDFMap, bad: str) -> None:
     np.testing.assert_allclose(result.pose, prediction)
     assert tracker.lost_streak == 1
     # the next good frame re-localises from the last good pose
-    result = tracker.track(good[5])
+    result = engine.track(good[5])
     assert not result.lost and result.recovered, result
     assert tracker.lost_streak == 0
     t_err, r_err = pose_error(result.pose, good[5].gt_pose)
     assert t_err < 5e-3 and r_err < 0.3, (t_err, r_err)
     # and tracking goes on normally
-    result = tracker.track(good[6])
+    result = engine.track(good[6])
     assert not result.lost and not result.recovered
     t_err, r_err = pose_error(result.pose, good[6].gt_pose)
     assert t_err < 1e-2 and r_err < 0.5, (t_err, r_err)
 
 
 def test_two_bad_frames_in_a_row_stay_lost(room, room_map: NeuralSDFMap) -> None:
-    tracker = Tracker(room_map, TrackerConfig(), seed=0)
+    engine = rgbd_engine(room_map, TrackerConfig())
+    tracker = engine.tracker
     good = [render_frame(room, pose_along(v), index=i) for i, v in enumerate(np.linspace(0.0, 0.5, 5))]
     for frame in good[:3]:
-        assert not tracker.track(frame).lost
+        assert not engine.track(frame).lost
     last_good = tracker.last_good.copy()
     for k in range(2):
-        result = tracker.track(noise_frame(good[3], 10 + k))
+        result = engine.track(noise_frame(good[3], 10 + k))
         assert result.lost and not result.recovered
     assert tracker.lost_streak == 2
     np.testing.assert_array_equal(tracker.last_good, last_good)
-    result = tracker.track(good[4])
+    result = engine.track(good[4])
     assert result.recovered and not result.lost
     assert pose_error(result.pose, good[4].gt_pose)[0] < 5e-3
 
@@ -218,7 +220,7 @@ def kitchen_map(path: Path) -> tuple[dict[int, RGBDFrame], NeuralSDFMap]:
     assert sorted(frames) == [0, 10, 20]
     torch.manual_seed(0)
     m = NeuralSDFMap(NeuralMapConfig(device="cpu"))
-    Mapper(m, MapperConfig(first_frame_iterations=80), seed=0).integrate(frames[0], frames[0].gt_pose)
+    map_frame(Mapper(m, MapperConfig(first_frame_iterations=80), seed=0), frames[0], frames[0].gt_pose)
     return frames, m
 
 
@@ -226,13 +228,13 @@ def kitchen_map(path: Path) -> tuple[dict[int, RGBDFrame], NeuralSDFMap]:
 @pytest.mark.slow
 def test_register_real_frame_from_previous_pose(redkitchen: Path) -> None:
     frames, m = kitchen_map(redkitchen)
-    tracker = Tracker(m, seed=0)
+    tracker, frontend = Tracker(m), rgbd_frontend()
     f0 = frames[0]
     # frame 10 (9 mm / 0.5 degrees from frame 0) with the default iteration budget; frame 20 (24 mm /
     # 1.6 degrees, outside the tolerance at the start) with 20 iterations, enough to converge from there
     for index, iterations in ((10, None), (20, 20)):
         f = frames[index]
-        pose, report = tracker.register(tracker.sample_points(f), f0.gt_pose, iterations=iterations)
+        pose, report = tracker.register(frontend.sample_points(f), f0.gt_pose, iterations=iterations)
         gt_rel = invert_pose(f0.gt_pose) @ f.gt_pose
         est_rel = invert_pose(f0.gt_pose) @ pose
         t_err, r_err = pose_error(est_rel, gt_rel)
@@ -246,9 +248,9 @@ def test_register_real_frame_from_previous_pose(redkitchen: Path) -> None:
 @pytest.mark.slow
 def test_register_real_frame_from_perturbed_ground_truth(redkitchen: Path) -> None:
     frames, m = kitchen_map(redkitchen)
-    tracker = Tracker(m, seed=0)
+    tracker = Tracker(m)
     f0, f = frames[0], frames[10]
-    points = tracker.sample_points(f)
+    points = rgbd_frontend().sample_points(f)
     gt_rel = invert_pose(f0.gt_pose) @ f.gt_pose
     rng = np.random.default_rng(1)
     for _ in range(3):
@@ -279,14 +281,15 @@ def test_a_wrong_velocity_is_caught_by_registering_from_the_last_pose(room, room
     # the camera stops at pose_along(0.5), but the last two poses say it moves 15 cm per frame
     truth = pose_along(0.5)
     config = TrackerConfig(min_hits=100, iterations=20, second_guess_drop=0.85 if second_guess else 0.0)
-    tracker = Tracker(room_map, config, seed=0)
+    engine = rgbd_engine(room_map, config)
+    tracker = engine.tracker
     tracker.poses = [pose_along(0.0), truth]
     tracker.timestamps = [0.0, 0.1]
     tracker.last_good = truth
     tracker.recent_inliers.extend([0.9, 0.9, 0.9])  # how well recent frames fitted
     frame = render_frame(room, truth, index=52)
     frame.timestamp = 0.2
-    result = tracker.track(frame)
+    result = engine.track(frame)
     t_err, _ = pose_error(result.pose, truth)
     if second_guess:
         assert result.info["second_guess"] and t_err < 5e-3
@@ -300,7 +303,7 @@ def test_mapper_every_maps_only_every_nth_frame(room) -> None:
     frames = [render_frame(room, pose_along(s), index=i) for i, s in enumerate(np.linspace(0.0, 1.0, 7))]
     corners = []
     for frame in frames:
-        mapper.integrate(frame, frame.gt_pose)
+        map_frame(mapper, frame, frame.gt_pose)
         corners.append(m.grids[0].num_corners)
     assert mapper.frames_integrated == 3  # frames 0, 3 and 6
     # skipped frames neither allocate nor fit: the map grows only at mapped frames
@@ -309,7 +312,7 @@ def test_mapper_every_maps_only_every_nth_frame(room) -> None:
 
 
 def test_ray_normals_of_a_tilted_plane_and_edges() -> None:
-    from slam.engine.mapper import normals_at, surface_pixels
+    from slam.frontends.rgbd import normals_at, surface_pixels
 
     fx = fy = 100.0
     cx, cy = 40.0, 30.0
@@ -329,14 +332,11 @@ def test_ray_normals_of_a_tilted_plane_and_edges() -> None:
 
 def test_depth_weights_follow_the_sensor_noise_model() -> None:
     points = np.array([[0.0, 0.0, 1.0], [0.5, 0.2, 2.0], [0.0, 0.0, 3.5]])
-    weights = Tracker(
-        NeuralSDFMap(NeuralMapConfig(device="cpu")), TrackerConfig(depth_weight_power=1)
-    ).depth_weights(points)
+    weights = rgbd_frontend(TrackerConfig(depth_weight_power=1)).depth_weights(points)
     assert weights[0] == pytest.approx(1.0) and weights[0] > weights[1] > weights[2]
     # power 1 is sigma(1 m) / sigma(z): 1.2 + 1.9 * 0.36 mm at 1 m against 1.2 + 1.9 * 9.61 mm at 3.5 m
     assert weights[2] == pytest.approx((0.0012 + 0.0019 * 0.36) / (0.0012 + 0.0019 * 9.61))
-    unweighted = Tracker(NeuralSDFMap(NeuralMapConfig(device="cpu")), TrackerConfig(depth_weight_power=0))
-    assert unweighted.depth_weights(points) is None
+    assert rgbd_frontend(TrackerConfig(depth_weight_power=0)).depth_weights(points) is None
 
 
 class AnalyticStreetMap:
@@ -526,7 +526,7 @@ def test_sweep_motion_is_estimated_with_the_pose() -> None:
     turning: a body rocking on its suspension), deskewed with the forward motion only (what the last scans
     predict): registered as rigid, the bent scan leaves the orientation half a degree off; with each point's
     firing time the tracker recovers the pose and the sweep's turn together."""
-    from slam.frontends.lidar_preprocess import apply_scaled_twist
+    from slam.core.geometry import apply_scaled_twist
 
     rng = np.random.default_rng(7)
     end_points = street_scan(rng, 4000)  # in the sensor frame at the end of the sweep
@@ -577,7 +577,11 @@ def test_offset_searches_run_only_when_the_prediction_spans_more_than_a_sweep(mo
         yaw_search_deg=3.0,
         travel_search_m=0.4,
     )
+    from slam.engine.engine import Engine
+    from slam.frontends.lidar import LidarFrontend
+
     tracker = Tracker(AnalyticStreetMap(np.zeros(3)), cfg)  # type: ignore[arg-type]
+    engine = Engine(tracker, None, LidarFrontend())
     calls: list[float] = []
     original = tracker.search_yaw
     monkeypatch.setattr(
@@ -587,7 +591,7 @@ def test_offset_searches_run_only_when_the_prediction_spans_more_than_a_sweep(mo
     start[2, 3] = 1.7
     for i, t in enumerate([0.0, 0.1, 0.2, 0.3, 0.7, 0.8]):  # the same place: a vehicle at rest, then a gap
         scan = LidarScan(i, t, points, point_times=times.astype(np.float32), gt_pose=start)
-        result = tracker.track(scan)
+        result = engine.track(scan)
         assert not result.lost
     # scans 1 (no velocity yet) and 4 (0.4 s after scan 3) searched; 2, 3 and 5 did not
     assert calls == [1, 4], calls

@@ -15,7 +15,9 @@ from slam.app.config import ConfigError, SLAMConfig, load_config, merge_trees, p
 from slam.app.replay import run_replay
 from slam.core.geometry import se3_log
 from slam.engine.tracker import Tracker
-from slam.frontends.events import EventAidedTracker
+from slam.frontends.events import EventFrontend
+from slam.frontends.lidar import LidarFrontend
+from slam.frontends.rgbd import RgbdFrontend
 
 SCENE = {"frames": 40, "width": 160, "height": 120, "noise": False, "progress": False}
 EVENTS = {"events": True, "event_scale": 1.0}
@@ -48,7 +50,7 @@ def tree(root: Path, out: Path, stride: int, with_events: bool, **sections) -> d
 def run(root: Path, out: Path, stride: int, with_events: bool, **sections) -> tuple[dict, list]:
     """Replay through the same code as ``slam replay``; returns the stats and (frame, result) pairs."""
     cfg = SLAMConfig.model_validate(tree(root, out, stride, with_events, **sections))
-    engine = build_engine(cfg)
+    engine = build_engine(cfg, "rgbd")
     seen: list = []
 
     class Keep:
@@ -84,10 +86,12 @@ def test_events_tracking_section_validates_with_the_key_path() -> None:
     )
 
 
-def test_build_engine_picks_the_tracker_by_the_switch() -> None:
-    assert type(build_engine(SLAMConfig()).tracker) is EventAidedTracker
-    off = SLAMConfig.model_validate({"events": {"tracking": {"enabled": False}}})
-    assert type(build_engine(off).tracker) is Tracker
+def test_build_engine_picks_the_frontend_by_the_sensor_and_the_switch() -> None:
+    on, off = SLAMConfig(), SLAMConfig.model_validate({"events": {"tracking": {"enabled": False}}})
+    assert type(build_engine(on, "rgbd").frontend) is EventFrontend
+    assert type(build_engine(off, "rgbd").frontend) is RgbdFrontend
+    assert type(build_engine(on, "lidar").frontend) is LidarFrontend
+    assert type(build_engine(on, "lidar").tracker) is type(build_engine(on, "rgbd").tracker) is Tracker
 
 
 def test_demo_event_options_are_checked(demo_root: Path) -> None:

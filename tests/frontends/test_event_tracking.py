@@ -7,14 +7,16 @@ import numpy as np
 import pytest
 import torch
 from scipy.ndimage import gaussian_filter
-from synthetic import box_room, look_at, render_frame
+from synthetic import box_room, look_at, map_frame, render_frame, rgbd_frontend
 
 from drivers.sim.events import DepthWarper, EventSimConfig, EventSimulator, interpolate_pose, log_intensity
 from slam.core.frames import CameraIntrinsics, RGBDFrame
 from slam.core.geometry import se3_exp, se3_log
+from slam.core.observation import PosePrior
+from slam.engine.engine import Engine
 from slam.engine.mapper import Mapper, MapperConfig
-from slam.engine.tracker import Tracker, TrackerConfig
-from slam.frontends.events import EventAidedTracker, EventOdometry, EventTrackingConfig, event_image
+from slam.engine.tracker import Tracker
+from slam.frontends.events import EventFrontend, EventOdometry, EventTrackingConfig, event_image
 from slam.map.neural_map import NeuralMapConfig, NeuralSDFMap
 
 INTR = CameraIntrinsics(100.0, 100.0, 59.5, 44.5, 120, 90)
@@ -120,35 +122,44 @@ def room_setup():
     poses = [look_at(np.array([-1.3 + 0.3 * s, 0.9 - 0.2 * s, 0.4]), target) for s in np.linspace(0, 1, 5)]
     frames = [render_frame(room, p, index=i) for i, p in enumerate(poses)]
     for f in frames[::2]:
-        mapper.integrate(f, f.gt_pose)
+        map_frame(mapper, f, f.gt_pose)
     for i, f in enumerate(frames):
         f.timestamp = i / 10.0
         f.color = np.full((*f.depth.shape, 3), 128, np.uint8)
     return m, frames
 
 
-def test_event_aided_tracker_without_events_equals_the_tracker(room_setup):
+def test_event_frontend_without_events_equals_the_rgbd_frontend(room_setup):
     m, frames = room_setup
-    plain, aided = Tracker(m, TrackerConfig(), seed=0), EventAidedTracker(m, TrackerConfig(), seed=0)
+    plain = Engine(Tracker(m), None, rgbd_frontend())
+    aided = Engine(Tracker(m), None, EventFrontend(rgbd_frontend()))
     for f in frames:
         a, b = plain.track(f), aided.track(f)
         np.testing.assert_array_equal(a.pose, b.pose)
         assert a.iterations == b.iterations
+    assert aided.tracker_name == plain.tracker_name == Tracker.name  # no "+events": never used
 
 
-def test_extra_term_hook_pulls_towards_a_prior(room_setup):
+@pytest.mark.parametrize("compare_velocity", [False, True])
+def test_a_pose_prior_term_pulls_towards_its_pose(room_setup, compare_velocity):
     m, frames = room_setup
-    tracker = Tracker(m, TrackerConfig(), seed=0)
-    tracker.track(frames[0])
+    tracker, frontend = Tracker(m), rgbd_frontend()
+    tracker.track(frontend.observe(frames[0], tracker))
     target = frames[1].gt_pose @ se3_exp(np.array([0.03, 0, 0, 0, 0, 0]))
     big = np.eye(6) * 1e6
 
-    def prior(pose):
+    def term(pose):
         return big, big @ se3_log(pose @ np.linalg.inv(target))
 
-    tracker.extra_term = prior
-    result = tracker.track(frames[1])
-    assert np.linalg.norm(result.pose[:3, 3] - target[:3, 3]) < 2e-3
+    obs = frontend.observe(frames[1], tracker)
+    obs.prior = PosePrior(target, term, compare_velocity=compare_velocity)
+    result = tracker.track(obs)
+    if compare_velocity:  # registered from constant velocity without the term too: the depth fits better
+        assert result.info["chose_velocity"]
+        assert np.linalg.norm(result.pose[:3, 3] - frames[1].gt_pose[:3, 3]) < 5e-3
+    else:
+        assert not result.info["chose_velocity"]
+        assert np.linalg.norm(result.pose[:3, 3] - target[:3, 3]) < 2e-3
 
 
 def test_deblurring_with_events_sharpens_a_blurred_keyframe():
@@ -212,16 +223,16 @@ def test_event_aided_tracker_uses_events_and_tracks_the_room(room_setup):
     intr = frames[0].intrinsics
     for f, ev in rgbd_sequence_events(textured, intr, EventSimConfig(seed=0)):
         f.events = ev.packet(intr.width, intr.height, timestamp=f.timestamp, index=f.index, intrinsics=intr)
-    tracker = EventAidedTracker(
-        m, TrackerConfig(), seed=0, events=EventTrackingConfig(smoothing_px=2.0, binning=1)
-    )
+    frontend = EventFrontend(rgbd_frontend(), EventTrackingConfig(smoothing_px=2.0, binning=1))
+    engine = Engine(Tracker(m), None, frontend)
     for f in textured:
-        result = tracker.track(f)
+        result = engine.track(f)
         if f.index > 0:
             assert result.info["event_windows"] > 0 and result.info["events"] > 0
             assert not result.lost
             assert np.linalg.norm(result.pose[:3, 3] - f.gt_pose[:3, 3]) < 0.01
-    assert tracker.odometry.events_processed > 0
+    assert frontend.odometry.events_processed > 0
+    assert engine.tracker_name == Tracker.name + "+events"
 
 
 def test_window_information_counts_independent_observations_only():

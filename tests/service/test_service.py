@@ -95,9 +95,9 @@ class GroundTruthTracker:
     def __init__(self, delay_s: float) -> None:
         self.delay_s = delay_s
 
-    def track(self, frame) -> TrackingResult:
+    def track(self, obs) -> TrackingResult:
         time.sleep(self.delay_s)
-        return TrackingResult(pose=frame.gt_pose.copy())
+        return TrackingResult(pose=obs.gt_pose.copy())
 
 
 def position_errors(stamps, poses, frames) -> np.ndarray:
@@ -208,7 +208,7 @@ class SlowFirstMapper:
         self.first_s = first_s
         self.integrated = 0
 
-    def integrate(self, frame, pose) -> None:
+    def integrate(self, obs, pose) -> None:
         if self.integrated == 0:
             time.sleep(self.first_s)
         self.integrated += 1
@@ -225,8 +225,8 @@ class FirstFlagTracker(GroundTruthTracker):
         super().__init__(delay_s)
         self.calls = 0
 
-    def track(self, frame) -> TrackingResult:
-        result = super().track(frame)
+    def track(self, obs) -> TrackingResult:
+        result = super().track(obs)
         result.info["first"] = self.calls == 0
         self.calls += 1
         return result
@@ -308,10 +308,10 @@ def test_mapping_crash_is_reported_and_tracking_goes_on(
     mapper = service.pipeline.mapper
     integrate = mapper.integrate
 
-    def integrate_then_crash(frame, pose):
+    def integrate_then_crash(obs, pose):
         if mapper.frames_integrated == 8:
             raise RuntimeError("mapper exploded")
-        integrate(frame, pose)
+        integrate(obs, pose)
 
     monkeypatch.setattr(mapper, "integrate", integrate_then_crash)
     result = service.run()

@@ -1,4 +1,5 @@
-"""``ServiceConfig``: how ``slam run`` / ``slam launch`` drive the engine (the ``service:`` section)."""
+"""``ServiceConfig``: how ``slam run`` / ``slam launch`` drive the engine (the ``service:`` section). It lives
+in slam.app beside the config that composes it, below the service that reads it."""
 
 from __future__ import annotations
 
