@@ -118,13 +118,6 @@ def test_register_keeps_a_correct_pose(room, room_map: NeuralSDFMap) -> None:
     assert t_err < 3e-3 and r_err < 0.2, (t_err, r_err, report)
 
 
-def test_sample_points_respects_range_and_budget(room) -> None:
-    frame = render_frame(room, pose_along(0.0), width=320, height=240, f=260.0)
-    pts = rgbd_frontend(TrackerConfig(points=1000, depth_max=3.0)).sample_points(frame)
-    assert pts.shape == (1000, 3) and pts.dtype == np.float32
-    assert float(pts[:, 2].max()) < 3.0 and float(pts[:, 2].min()) > 0.1
-
-
 # -- per-frame tracking ----------------------------------------------------------------------------
 def test_track_follows_a_sequence(room, room_map: NeuralSDFMap) -> None:
     engine = rgbd_engine(room_map, TrackerConfig())
@@ -309,34 +302,6 @@ def test_mapper_every_maps_only_every_nth_frame(room) -> None:
     # skipped frames neither allocate nor fit: the map grows only at mapped frames
     assert corners[1] == corners[2] == corners[0] and corners[4] == corners[5] == corners[3]
     assert corners[3] > corners[0] and corners[6] > corners[3]
-
-
-def test_ray_normals_of_a_tilted_plane_and_edges() -> None:
-    from slam.frontends.rgbd import normals_at, surface_pixels
-
-    fx = fy = 100.0
-    cx, cy = 40.0, 30.0
-    vs, us = np.mgrid[0:60, 0:80]
-    # the plane z = 2 + 0.5 x: depth along each pixel ray where it meets the plane
-    rx = (us - cx) / fx
-    depth = (2.0 / (1.0 - 0.5 * rx)).astype(np.float32)
-    depth[:, 60:] += 1.0  # a step edge at column 60
-    ok = surface_pixels(depth, 0.1, 10.0)
-    assert not ok[:, [0, 59, 60, 79]].any() and not ok[[0, 59]].any()
-    assert ok[1:-1, 1:59].all() and ok[1:-1, 61:79].all()
-    pv, pu = np.nonzero(ok[:, :59])
-    n = normals_at(depth, pv, pu, fx, fy, cx, cy)
-    expected = np.array([-0.5, 0.0, 1.0]) / np.linalg.norm([-0.5, 0.0, 1.0])
-    assert np.allclose(np.abs(n @ expected), 1.0, atol=1e-4)
-
-
-def test_depth_weights_follow_the_sensor_noise_model() -> None:
-    points = np.array([[0.0, 0.0, 1.0], [0.5, 0.2, 2.0], [0.0, 0.0, 3.5]])
-    weights = rgbd_frontend(TrackerConfig(depth_weight_power=1)).depth_weights(points)
-    assert weights[0] == pytest.approx(1.0) and weights[0] > weights[1] > weights[2]
-    # power 1 is sigma(1 m) / sigma(z): 1.2 + 1.9 * 0.36 mm at 1 m against 1.2 + 1.9 * 9.61 mm at 3.5 m
-    assert weights[2] == pytest.approx((0.0012 + 0.0019 * 0.36) / (0.0012 + 0.0019 * 9.61))
-    assert rgbd_frontend(TrackerConfig(depth_weight_power=0)).depth_weights(points) is None
 
 
 class AnalyticStreetMap:
