@@ -81,9 +81,9 @@ class MapperConfig(StrictConfig):
         10.0, gt=0, description="new keyframe after this much rotation (deg)"
     )
     keyframe_rays: int = Field(4000, ge=100, description="rays kept per keyframe")
-    pixel_stride: int = Field(2, ge=1, description="depth pixel stride when collecting rays")
-    depth_min: float = Field(0.1, ge=0, description="ignore depth below this (m)")
-    depth_max: float = Field(4.0, gt=0, description="ignore depth beyond this (m)")
+    pixel_stride: int = Field(2, ge=1, description="RGB-D frames: pixel stride when collecting rays")
+    depth_min: float = Field(0.1, ge=0, description="RGB-D frames: ignore depth below this (m)")
+    depth_max: float = Field(4.0, gt=0, description="RGB-D frames: ignore depth beyond this (m)")
     allocate_dilation: int = Field(1, ge=0, description="voxels allocated around each observed point")
     mesh_min_hits: int = Field(
         5,

@@ -67,11 +67,13 @@ def apply_about_sensor(xi: np.ndarray, pose: np.ndarray) -> np.ndarray:
 
 
 class TrackerConfig(StrictConfig):
-    points: int = Field(2500, ge=100, description="depth points used at the finest stage")
-    coarse_points: int = Field(1000, ge=50, description="depth points used in the first (coarse) iterations")
-    pixel_stride: int = Field(4, ge=1, description="take every n-th pixel before subsampling")
-    depth_min: float = Field(0.1, ge=0, description="ignore depth below this (m)")
-    depth_max: float = Field(4.0, gt=0, description="ignore depth beyond this (m)")
+    points: int = Field(
+        2500, ge=100, description="RGB-D frames (the frontend's budget): depth points registered"
+    )
+    coarse_points: int = Field(1000, ge=50, description="points used in the first (coarse) iterations")
+    pixel_stride: int = Field(4, ge=1, description="RGB-D frames: take every n-th pixel before subsampling")
+    depth_min: float = Field(0.1, ge=0, description="RGB-D frames: ignore depth below this (m)")
+    depth_max: float = Field(4.0, gt=0, description="RGB-D frames: ignore depth beyond this (m)")
     depth_weight_power: float = Field(
         1.0,
         ge=0,
