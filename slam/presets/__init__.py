@@ -70,14 +70,14 @@ def find_preset(kind: str, name: str) -> Path:
 
 
 def resolve(kind: str, value: str | os.PathLike) -> Path:
-    """``value`` as a file: an existing path as given, else a bare name (no folder part) as a preset.
+    """``value`` as a file: an existing file as given, else a bare name (no folder part) as a preset.
 
     A missing path with a folder part fails naming it, with a hint when a preset has its name
     (``-c configs/lidar_64.yaml`` run outside the repository).
     """
     path = Path(value)
-    if path.exists():
-        return path
+    if path.is_file():
+        return path  # a folder of that name (runs/demo) does not hide the preset
     if path.parent == Path(".") and not path.is_absolute():
         return find_preset(kind, str(path))
     try:

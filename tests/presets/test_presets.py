@@ -55,6 +55,8 @@ def test_an_existing_file_wins_over_a_preset_of_the_same_name(elsewhere: Path) -
     assert load_config("lidar_64.yaml").map.voxel_size == mine  # the file in the working folder
     assert load_config("lidar_64").map.voxel_size == _voxel(CONFIGS / "lidar_64.yaml")  # no such file
     assert load_config(elsewhere / "lidar_64.yaml").map.voxel_size == mine
+    (elsewhere / "lidar_32").mkdir()  # a folder (an output folder, say) is not a config file
+    assert load_config("lidar_32") == load_config(CONFIGS / "lidar_32.yaml")
 
 
 def test_an_unknown_name_lists_the_presets(elsewhere: Path) -> None:
