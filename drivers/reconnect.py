@@ -1,7 +1,7 @@
 """Reading a device that may disappear: exponential backoff and a reconnecting frame reader.
 
 Pure Python (no device library): the reader takes a factory that opens a ``FrameStream``, so the logic
-is tested with a fake device. The RealSense driver (drivers/realsense.py) is its first user.
+is tested with a fake device. The RealSense driver (drivers/realsense/) is its first user.
 
 States reported through ``on_state(state, message)``:
 

@@ -24,7 +24,10 @@ console = Console()
 err_console = Console(stderr=True)
 
 ConfigOpt = Annotated[
-    Path | None, typer.Option("--config", "-c", help="YAML config file (see `slam config dump`)")
+    Path | None,
+    typer.Option(
+        "--config", "-c", help="YAML config file, or a preset's name: lidar_64, 7scenes, ... (configs/)"
+    ),
 ]
 SetOpt = Annotated[
     list[str] | None,
@@ -78,7 +81,7 @@ def config_dump(
 
 
 @config_app.command("check")
-def config_check(path: Annotated[Path, typer.Argument(help="YAML config file")]) -> None:
+def config_check(path: Annotated[Path, typer.Argument(help="YAML config file or preset name")]) -> None:
     """Validate a config file; exit 2 naming each bad key and the reason."""
     _load(path, None)
     console.print(f"{path}: ok")
@@ -245,18 +248,27 @@ def replay(
 
 
 def _lidar_preset(dataset: str) -> Path | None:
-    """configs/lidar_64.yaml for a LiDAR driver run without -c: the defaults are RGB-D scales (4 cm voxels),
-    which outdoors would allocate millions of voxels a scan."""
+    """The lidar_64 preset for a LiDAR driver run without -c: the defaults are RGB-D scales (4 cm voxels),
+    which outdoors would allocate millions of voxels a scan. Found by name wherever slam is installed;
+    when it cannot be found the run stops here rather than go on with those defaults."""
     from drivers.base import SourceError, source_class
+    from slam.presets import PresetError, find_preset
 
     try:
         sensor = source_class(dataset).sensor
     except (SourceError, ImportError, ValueError):
         return None  # an unknown driver is reported by the config check
-    preset = Path(__file__).resolve().parents[1] / "configs" / "lidar_64.yaml"
-    if sensor != "lidar" or not preset.is_file():
+    if sensor != "lidar":
         return None
-    err_console.print(f"LiDAR source: using {preset} (pass -c configs/lidar_32.yaml or your own to change)")
+    try:
+        preset = find_preset("config", "lidar_64")
+    except PresetError as exc:
+        _fail(f"--dataset {dataset} is a LiDAR source and needs LiDAR scales, but {exc}; pass -c FILE")
+    err_console.print(
+        f"LiDAR source: using {preset} (pass -c lidar_32 or your own file to change)",
+        highlight=False,
+        soft_wrap=True,  # the path whole, not broken at the terminal's width
+    )
     return preset
 
 
@@ -344,7 +356,7 @@ LocalizeOpt = Annotated[bool, typer.Option("--localize-only", help="track in the
 @app.command("run")
 def run(
     config: Annotated[
-        Path, typer.Argument(help="YAML config file (see `slam config dump`, section service)")
+        Path, typer.Argument(help="YAML config file or preset name (see `slam config dump`, section service)")
     ],
     fast: FastOpt = False,
     realtime: RealtimeOpt = False,
@@ -364,7 +376,9 @@ def run(
 
 @app.command("launch")
 def launch(
-    file: Annotated[Path, typer.Argument(help="launch file, e.g. launch/demo.yaml")],
+    file: Annotated[
+        Path, typer.Argument(help="launch file, or a preset's name: demo, lidar_demo, ... (launch/)")
+    ],
     fast: FastOpt = False,
     realtime: RealtimeOpt = False,
     sets: SetOpt = None,

@@ -179,10 +179,15 @@ def validate_config(tree: dict[str, Any], where: str) -> SLAMConfig:
 
 
 def load_config(path: str | os.PathLike | None = None, overrides: dict[str, Any] | None = None) -> SLAMConfig:
-    """Defaults, then the YAML file (if any), then overrides; validated as a whole."""
+    """Defaults, then the YAML file (if any), then overrides; validated as a whole.
+
+    ``path`` is a file, or the name of a preset in configs/ (``lidar_64``: see ``slam.presets``)."""
     tree: dict[str, Any] = {}
     where = "defaults"
     if path is not None:
+        from slam.presets import resolve  # slam.presets imports this module (ConfigError)
+
+        path = resolve("config", path)
         where = str(path)
         tree = read_config_tree(path)
     if overrides:

@@ -22,6 +22,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from slam.app.config import ConfigError, SLAMConfig, merge_trees, read_config_tree, validate_config
+from slam.presets import resolve
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -64,8 +65,10 @@ def expand_env(value: Any, where: str) -> Any:
 def load_launch(
     path: str | os.PathLike, extra_overrides: dict[str, Any] | None = None
 ) -> tuple[SLAMConfig, LaunchFile]:
-    """The validated config a launch file describes (plus ``--set`` overrides, which win)."""
-    path = Path(path)
+    """The validated config a launch file describes (plus ``--set`` overrides, which win).
+
+    ``path`` is a file, or the name of a launch preset in launch/ (``lidar_demo``: see ``slam.presets``)."""
+    path = resolve("launch", path)
     try:
         raw = yaml.safe_load(path.read_text())
     except OSError as exc:

@@ -373,7 +373,8 @@ def test_live_source_reports_an_unplug_and_reconnects(tmp_path: Path, monkeypatc
             raise step
         return UnpluggedAtEnd(step)
 
-    monkeypatch.setattr(rsd, "open_live", fake_open_live)
+    # patched where the source looks it up (drivers.realsense re-exports it from .streams)
+    monkeypatch.setattr(rsd.source, "open_live", fake_open_live)
     source = rsd.RealSenseSource(
         context=FakeContext([FakeRsDevice("111", "2.1", False)]),
         reconnect_initial_s=0.01,

@@ -1,5 +1,5 @@
 """RealSense playback without a camera: recordings made with pyrealsense2's software_device and its
-recorder, played back through drivers/realsense.py; values, intrinsics, alignment, timestamps and IMU
+recorder, played back through drivers/realsense/; values, intrinsics, alignment, timestamps and IMU
 samples are checked against what was recorded."""
 
 from __future__ import annotations
