@@ -252,7 +252,7 @@ def _lidar_preset(dataset: str) -> Path | None:
     which outdoors would allocate millions of voxels a scan. Found by name wherever slam is installed;
     when it cannot be found the run stops here rather than go on with those defaults."""
     from drivers.base import SourceError, source_class
-    from slam.presets import PresetError, find_preset
+    from slam.app.presets import PresetError, find_preset
 
     try:
         sensor = source_class(dataset).sensor

@@ -185,7 +185,7 @@ def load_config(path: str | os.PathLike | None = None, overrides: dict[str, Any]
     tree: dict[str, Any] = {}
     where = "defaults"
     if path is not None:
-        from slam.presets import resolve  # slam.presets imports this module (ConfigError)
+        from slam.app.presets import resolve  # slam.app.presets imports this module (ConfigError)
 
         path = resolve("config", path)
         where = str(path)

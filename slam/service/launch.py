@@ -22,7 +22,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from slam.app.config import ConfigError, SLAMConfig, merge_trees, read_config_tree, validate_config
-from slam.presets import resolve
+from slam.app.presets import resolve
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 

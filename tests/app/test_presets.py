@@ -1,4 +1,4 @@
-"""Presets by name (slam.presets): configs/ and launch/ files named without a path from any folder, paths
+"""Presets by name (slam.app.presets): configs/ and launch/ files named without a path from any folder, paths
 as before, an unknown name listing the presets, and a LiDAR run that cannot find its preset failing
 instead of going on with RGB-D scales. (An installed wheel: test_wheel_install.py.)"""
 
@@ -11,7 +11,7 @@ import yaml
 from setuptools import find_packages
 from typer.testing import CliRunner
 
-import slam.presets
+import slam.app.presets as presets
 from slam.app.config import ConfigError, load_config
 from slam.cli import app
 from slam.service.launch import load_launch
@@ -104,9 +104,9 @@ def test_a_lidar_replay_without_its_preset_fails_instead_of_using_rgbd_scales(
     elsewhere: Path, monkeypatch
 ) -> None:
     # presets missing, as in a wheel built without them: the run must not go on with the indoor defaults
-    monkeypatch.setitem(slam.presets.FOLDERS, "config", "no_such_folder")
-    with pytest.raises(slam.presets.PresetError, match="presets are missing from this installation"):
-        slam.presets.preset_folder("config")
+    monkeypatch.setitem(presets.FOLDERS, "config", "no_such_folder")
+    with pytest.raises(presets.PresetError, match="presets are missing from this installation"):
+        presets.preset_folder("config")
     result = runner.invoke(app, ["replay", "--dataset", "kitti", "missing_seq", "--out", "out"])
     assert result.exit_code == 2
     assert "--dataset kitti is a LiDAR source and needs LiDAR scales" in _output(result)
