@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from realdata import require
 
 from drivers.base import open_source
 from drivers.events import EventFileError, detect_format, iter_slices, open_event_reader
@@ -34,8 +35,7 @@ from slam.core.frames import EventPacket
 @pytest.fixture
 def events_dir(shared_data: Path) -> Path:
     path = shared_data / "events"
-    if not path.is_dir():
-        pytest.skip(f"{path} not found")
+    require(path)
     return path
 
 
