@@ -61,7 +61,7 @@ def room_map(room) -> NeuralSDFMap:
     for i, s in enumerate(np.linspace(0.0, 1.0, 4)):
         frame = render_frame(room, pose_along(s), index=i)
         mapper.integrate(frame, frame.gt_pose)
-    assert len(mapper.keyframes) >= 3
+    assert len(mapper.keyframes) == 4  # 12 cm apart: each frame is past the 10 cm keyframe threshold
     return m
 
 
