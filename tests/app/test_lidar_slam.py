@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from realdata import require
 from scipy.spatial import cKDTree
 from synthetic import box_room, render_frame
 
@@ -157,6 +158,7 @@ def _read_ply_points(path: Path) -> np.ndarray:
     return np.asarray(o3d.io.read_point_cloud(str(path)).points, dtype=np.float32)
 
 
+@pytest.mark.shared_data
 def test_real_pair_registers_to_reference(shared_data: Path) -> None:
     """Map fitted on target.ply, source.ply registered from the identity: T_target_source within 5 cm, 0.5°.
 
@@ -164,8 +166,7 @@ def test_real_pair_registers_to_reference(shared_data: Path) -> None:
     scans are 0.5 m apart, beyond the SDF's truncation band), then the normal kernel. Measured: 0.8 cm,
     0.33° (mostly roll; Open3D point-to-plane ICP on the same pair: 0.8 cm, 0.16-0.24°)."""
     pair = shared_data / "lidar-pair"
-    if not pair.is_dir():
-        pytest.skip(f"{pair} not found")
+    require(pair)
     torch.manual_seed(0)
     source, target = _read_ply_points(pair / "source.ply"), _read_ply_points(pair / "target.ply")
     reference = np.loadtxt(pair / "T_target_source.txt")

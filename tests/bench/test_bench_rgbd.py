@@ -7,6 +7,7 @@ import math
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -20,6 +21,29 @@ def bench():
     return importlib.import_module("bench.rgbd")
 
 
+#: every third frame of 0-27: ten frames (as light as frames 0-9) over which the camera moves 4.3 cm. Over
+#: frames 0-9 it moves 7 mm, and a tracker frozen at frame 0 scored an ATE of 0.38 cm there, better than
+#: the methods; here it scores 2.0 cm (and SE(3) alignment of a constant trajectory fails)
+FRAMES = {"first": 0, "last": 27, "stride": 3}
+
+
+def _path_length(positions: np.ndarray) -> float:
+    return float(np.linalg.norm(np.diff(positions, axis=0), axis=1).sum())
+
+
+def _check_moves_with_the_ground_truth(result: dict, redkitchen: Path) -> None:
+    """The estimated path is as long as the true one (a frozen tracker's is 0)."""
+    from drivers.sevenscenes import SevenScenesSource
+    from slam.core.trajectory import read_tum
+
+    with SevenScenesSource(redkitchen, **FRAMES, load_color=False) as source:
+        truth = np.array([f.gt_pose[:3, 3] for f in source])
+    estimate = read_tum(result["trajectory_path"]).poses[:, :3, 3]
+    ratio = _path_length(estimate) / _path_length(truth)
+    # measured: 1.09 (odometry), 1.07 (dense); frame-to-frame jitter only lengthens a path
+    assert 0.8 < ratio < 1.3, ratio
+
+
 def _check_common(result: dict, frames: int) -> None:
     assert result["frames"] == frames
     assert result["frames_lost"] == 0
@@ -30,25 +54,31 @@ def _check_common(result: dict, frames: int) -> None:
     for key in ("ate_rmse_m", "ate_rmse_aligned_m"):
         assert result[key] is not None and math.isfinite(result[key])
     assert result["ate_rmse_aligned_m"] <= result["ate_rmse_m"] + 1e-9
-    assert result["rpe_trans_1s_m"] is None  # 10 frames at 30 Hz: no pair one second apart
+    assert result["rpe_trans_1s_m"] is None  # 0.9 s of frames: no pair one second apart
 
 
 @pytest.mark.shared_data
 def test_o3d_odometry_on_ten_frames(bench, redkitchen: Path, tmp_path: Path) -> None:
-    spec = bench.FrameSpec(redkitchen, first=0, last=9)
+    spec = bench.FrameSpec(redkitchen, **FRAMES)
     result = bench.run_o3d_odometry(spec, tmp_path / "odo")
     _check_common(result, 10)
-    assert result["ate_rmse_m"] < 0.05
+    # measured: 0.75 cm, SE(3)-aligned 0.20 cm (frozen at frame 0: 2.0 cm)
+    assert result["ate_rmse_m"] < 0.012 and result["ate_rmse_aligned_m"] < 0.004, result
+    _check_moves_with_the_ground_truth(result, redkitchen)
     assert result["map_mb"] is None and result["mesh_path"] is None
 
 
 @pytest.mark.shared_data
 def test_o3d_dense_on_ten_frames(bench, redkitchen: Path, tmp_path: Path) -> None:
-    spec = bench.FrameSpec(redkitchen, first=0, last=9)
+    spec = bench.FrameSpec(redkitchen, **FRAMES)
     # a small initial capacity keeps the test light; the voxel-block hash map grows as needed
     result = bench.run_o3d_dense(spec, tmp_path / "dense", block_count=2000)
     _check_common(result, 10)
-    assert result["ate_rmse_m"] < 0.05
+    # measured: 1.87 cm, SE(3)-aligned 0.36 cm: the unaligned error is mostly an offset that the alignment
+    # removes, and no better than a frozen tracker's 2.0 cm, so the aligned ATE and the path length are
+    # what tell a tracking run from a stuck one here
+    assert result["ate_rmse_m"] < 0.025 and result["ate_rmse_aligned_m"] < 0.006, result
+    _check_moves_with_the_ground_truth(result, redkitchen)
     assert result["map_blocks"] > 100
     assert 1 < result["map_mb"] < 500
     assert Path(result["mesh_path"]).stat().st_size > 0

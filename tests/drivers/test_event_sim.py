@@ -3,7 +3,6 @@ noise, warping, and the colour degradations."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -22,9 +21,6 @@ from drivers.sim.events import (
 )
 from slam.core.frames import CameraIntrinsics, EventPacket
 from slam.core.geometry import se3_exp
-
-SHARED = Path(os.environ.get("SLAM_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
-KITCHEN = SHARED / "7scenes-redkitchen"
 
 
 def ramp(levels: np.ndarray, steps: int, h: int = 6, w: int = 8) -> tuple[np.ndarray, np.ndarray]:
@@ -156,11 +152,11 @@ def test_warp_translation_of_a_plane_shifts_the_image():
     np.testing.assert_allclose(out[:, :-2], img[:, 2:], atol=1e-3)
 
 
-@pytest.mark.skipif(not KITCHEN.is_dir(), reason="shared 7-Scenes frames not available")
-def test_warping_a_real_frame_by_the_identity_gives_no_events():
+@pytest.mark.shared_data
+def test_warping_a_real_frame_by_the_identity_gives_no_events(redkitchen: Path):
     from drivers.sevenscenes import SevenScenesSource
 
-    with SevenScenesSource(KITCHEN, first=0, last=0) as src:
+    with SevenScenesSource(redkitchen, first=0, last=0) as src:
         frame = next(iter(src))
     warper = DepthWarper(frame.intrinsics)
     img = frame.color.astype(np.float32)
@@ -200,12 +196,12 @@ def test_empty_events_and_concat():
     assert len(Events.concat([Events.empty(), e, e])) == 2
 
 
-@pytest.mark.skipif(not KITCHEN.is_dir(), reason="shared 7-Scenes frames not available")
-def test_rgbd_sequence_events_are_sorted_and_inside_each_interval():
+@pytest.mark.shared_data
+def test_rgbd_sequence_events_are_sorted_and_inside_each_interval(redkitchen: Path):
     from drivers.sevenscenes import SevenScenesSource
     from drivers.sim.events import rgbd_sequence_events
 
-    with SevenScenesSource(KITCHEN, first=0, last=2) as src:
+    with SevenScenesSource(redkitchen, first=0, last=2) as src:
         frames = list(src)
     intr = frames[0].intrinsics.scaled(0.25)
     out = list(rgbd_sequence_events(frames, intr, EventSimConfig(seed=1)))

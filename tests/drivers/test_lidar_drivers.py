@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import open3d as o3d
 import pytest
+from realdata import require
 from scipy.spatial.transform import Rotation
 
 from drivers.base import SequenceSource, SourceError, available_sources, open_source, source_class
@@ -574,10 +575,10 @@ def test_point_time_units(values, unit, stamp, expected) -> None:
 # ------------------------------------------------------------------------------------- the real scan pair
 
 
+@pytest.mark.shared_data
 def test_real_lidar_pair_loads(shared_data: Path) -> None:
     folder = shared_data / "lidar-pair"
-    if not folder.is_dir():
-        pytest.skip(f"{folder} not found")
+    require(folder)
     source, target, transform = load_registration_pair(folder)
     for scan in (source, target):
         assert scan.points.shape[1] == 3 and 50_000 < len(scan.points) < 100_000

@@ -61,7 +61,7 @@ def room_map(room) -> NeuralSDFMap:
     for i, s in enumerate(np.linspace(0.0, 1.0, 4)):
         frame = render_frame(room, pose_along(s), index=i)
         map_frame(mapper, frame, frame.gt_pose)
-    assert len(mapper.keyframes) >= 3
+    assert len(mapper.keyframes) == 4  # 12 cm apart: each frame is past the 10 cm keyframe threshold
     return m
 
 
@@ -223,8 +223,12 @@ def test_register_real_frame_from_previous_pose(redkitchen: Path) -> None:
     frames, m = kitchen_map(redkitchen)
     tracker, frontend = Tracker(m), rgbd_frontend()
     f0 = frames[0]
-    # frame 10 (9 mm / 0.5 degrees from frame 0) with the default iteration budget; frame 20 (24 mm /
-    # 1.6 degrees, outside the tolerance at the start) with 20 iterations, enough to converge from there
+    # frame 10 (9 mm / 0.53 degrees from frame 0) with the default iteration budget; frame 20 (24 mm /
+    # 1.59 degrees) with 20 iterations, enough to converge from there. Bounds about 1.5x the measured
+    # errors: frame 10 9.9 mm / 0.28 degrees, frame 20 5.2 mm / 0.16 degrees. Frame 10's translation ends
+    # no closer than it started (this one-frame map puts it ~7-10 mm from the ground truth, from the
+    # perturbed starts below too): there only the rotation tells a working tracker from a frozen one
+    bounds = {10: (0.012, 0.4), 20: (0.008, 0.3)}
     for index, iterations in ((10, None), (20, 20)):
         f = frames[index]
         pose, report = tracker.register(frontend.sample_points(f), f0.gt_pose, iterations=iterations)
@@ -232,8 +236,9 @@ def test_register_real_frame_from_previous_pose(redkitchen: Path) -> None:
         est_rel = invert_pose(f0.gt_pose) @ pose
         t_err, r_err = pose_error(est_rel, gt_rel)
         t_start, r_start = pose_error(np.eye(4), gt_rel)
-        assert t_err < 0.015 and r_err < 1.0, (index, t_err, r_err, report)
-        assert r_err < r_start, (index, r_start, r_err)
+        t_max, r_max = bounds[index]
+        assert t_err < t_max and r_err < r_max, (index, t_err, r_err, report)
+        assert r_err < 0.75 * r_start, (index, r_start, r_err)
         assert report["inlier_ratio"] > 0.7, report
 
 
@@ -251,9 +256,9 @@ def test_register_real_frame_from_perturbed_ground_truth(redkitchen: Path) -> No
         # 20 iterations: converged (the default budget is tuned for frame-to-frame motion, not 2 cm)
         pose, report = tracker.register(points, init, iterations=20)
         t_err, r_err = pose_error(invert_pose(f0.gt_pose) @ pose, gt_rel)
-        assert t_err < 0.015 and r_err < 1.0, (t_err, r_err, report)
-        # it did move towards the truth: well inside the 2 cm / 1° it started from
-        assert t_err < 0.012 and r_err < 0.6, (t_err, r_err, report)
+        # it did move towards the truth, well inside the 2 cm / 1° it started from: measured 6.4-7.4 mm,
+        # 0.19-0.21° (frame 10 converges ~7-10 mm from the ground truth, see above)
+        assert t_err < 0.010 and r_err < 0.35, (t_err, r_err, report)
 
 
 def test_constant_velocity_prediction_scales_with_the_time_between_frames():

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from realdata import require
 from scipy.spatial.transform import Rotation
 from typer.testing import CliRunner
 
@@ -356,8 +357,7 @@ def _our_pair(gt: str, est: str):
 def _paths(shared_data: Path, name: str) -> tuple[str, str]:
     folder = shared_data / "trajectories"
     gt, est = (folder / f for f in PAIRS[name])
-    if not (gt.is_file() and est.is_file()):
-        pytest.skip(f"{gt} or {est} not found")
+    require(gt, est)
     return str(gt), str(est)
 
 

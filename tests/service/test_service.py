@@ -61,6 +61,10 @@ def service_tree(demo_root: Path, out: Path, **sections) -> dict:
         "output": {"dir": str(out), "progress": False, "save_mesh": False},  # meshing a room takes seconds
         "threads": 1,
         "mapper": {"rays": 1024, "first_frame_iterations": 40, "keyframe_rays": 1000},
+        # The light mapper above fits each voxel corner far fewer times than the default min_hits (20) asks
+        # before the tracker trusts it. At the defaults (measured) the fast run loses frames, the
+        # localise-only run never leaves the pose of frame 12 (19 cm off by frame 23) and five tests of this
+        # module fail; a full mapper (3072 rays) would cost several times the run time.
         "tracker": {"min_hits": 5, "min_inlier_ratio": 0.2},
         "service": {"publish": {"enabled": False}, "control": {"enabled": False}},
     }
@@ -327,6 +331,10 @@ def test_mapping_crash_is_reported_and_tracking_goes_on(
     assert (result.out_dir / "map.pt").is_file()  # the last map is still saved
 
 
+#: frames the control test localises in the map it loads before shutting down
+LOCALISED = 4
+
+
 def test_control_commands_on_a_running_service(demo_root, demo_frames, tmp_path) -> None:
     out = tmp_path / "out"
     cfg = service_config(
@@ -389,6 +397,9 @@ def test_control_commands_on_a_running_service(demo_root, demo_frames, tmp_path)
         reply = client.request("load_map", {"path": "snap/map.pt", "localize_only": True})["result"]
         assert reply["blocks"] > 0 and reply["localize_only"]
         assert client.request("resume")["ok"]
+        # a few frames localised in the loaded map before the shutdown (which ends the run early)
+        localised = min(LOCALISED, len(demo_frames) - tracked)
+        _wait_for(lambda: service.status()["frames"]["tracked"] >= tracked + localised)
         assert client.request("shutdown")["result"]["state"] == "stopping"
         assert service.wait(60)
     finally:
@@ -398,8 +409,10 @@ def test_control_commands_on_a_running_service(demo_root, demo_frames, tmp_path)
     # after the load: the rest of the frames localised in the saved map, without mapping
     traj = read_tum(result.trajectory_path)
     assert result.stats["mapper"] is None and result.stats["mapping_state"] == "off"
-    # localised in a map saved mid-run by threads (what it holds depends on timing): 2-4 cm at worst
-    assert len(traj) >= 1 and position_errors(traj.timestamps, traj.poses, demo_frames).max() < 0.05
+    # localised in a map saved mid-run by threads (what it holds depends on timing). Measured: 0.8 cm at
+    # worst (3 runs); a tracker stuck at the pose where the map was saved scores 7 cm over 4 frames
+    assert 1 <= localised <= len(traj) <= len(demo_frames) - tracked
+    assert position_errors(traj.timestamps, traj.poses, demo_frames).max() < 0.02
 
 
 def _wait_for(condition, timeout_s: float = 60.0) -> None:
@@ -436,8 +449,9 @@ def test_load_map_continues_or_localises(demo_root, demo_frames, tmp_path) -> No
     traj = read_tum(result.trajectory_path)
     assert len(traj) == len(demo_frames) - 12 and result.stats["mapper"] is None
     # the saved map comes from a threaded run (which frames the tracker saw mapped depends on timing), and
-    # the later frames look past its edge: 2-4 cm at worst, where a lost frame would be decimetres off
-    assert position_errors(traj.timestamps, traj.poses, demo_frames).max() < 0.05
+    # the later frames look past its edge. Measured: 0.9 cm at worst (3 runs); a tracker frozen at frame
+    # 11 or 12 scores 19-21 cm
+    assert position_errors(traj.timestamps, traj.poses, demo_frames).max() < 0.02
     kept = load_session(result.out_dir / "map.pt")  # saved history first, then this run's poses
     assert len(kept.timestamps) == len(demo_frames) and kept.frames_integrated == mapped_first == 12
 
@@ -451,7 +465,8 @@ def test_load_map_continues_or_localises(demo_root, demo_frames, tmp_path) -> No
     )
     assert open_map(result.out_dir / "map.pt", device="cpu")[0].grids[0].num_blocks >= blocks_before
     traj = read_tum(result.trajectory_path)
-    assert position_errors(traj.timestamps, traj.poses, demo_frames).max() < 0.05
+    # mapping on: measured 2.2-2.3 cm at worst (3 runs, each at the second frame after the load); frozen: 21 cm
+    assert position_errors(traj.timestamps, traj.poses, demo_frames).max() < 0.035
 
 
 def test_bad_start_fails_before_anything_runs(demo_root, tmp_path) -> None:
