@@ -10,7 +10,8 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import psutil
+
+from slam.core.resources import current_rss_mb
 
 if TYPE_CHECKING:
     from slam.service.runtime import SLAMService
@@ -57,10 +58,6 @@ class LatencyLog:
         }
 
 
-def rss_mb() -> float:
-    return psutil.Process().memory_info().rss / 2**20
-
-
 def service_status(svc: SLAMService) -> dict[str, Any]:
     pipeline = svc.pipeline
     engine = pipeline.engine
@@ -99,7 +96,7 @@ def service_status(svc: SLAMService) -> dict[str, Any]:
         "driver_error": svc.driver_error(),
         # the sensor link (live cameras: streaming / disconnected / reconnecting, drops, USB); null for recordings
         "sensor": _sensor_health(svc.source),
-        "memory": {"rss_mb": round(rss_mb(), 1)},
+        "memory": {"rss_mb": round(current_rss_mb(), 1)},
     }
 
 
