@@ -9,7 +9,9 @@ Conventions (shared by every driver, the engine and the evaluation):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -101,6 +103,16 @@ class EventPacket:
 
     def __len__(self) -> int:
         return int(self.t.shape[0])
+
+
+EVENT_ARRAYS = ("t", "x", "y", "p")
+
+
+def concat_event_arrays(parts: Sequence[Any]) -> dict[str, np.ndarray]:
+    """The ``t``, ``x``, ``y`` and ``p`` arrays of ``parts`` (``EventPacket``s, or the simulator's
+    ``Events``), each joined in order: ``EventPacket(**concat_event_arrays(packets), width=..., ...)`` or
+    ``dataclasses.replace(packet, **concat_event_arrays([earlier, packet]))``. ``parts`` must not be empty."""
+    return {k: np.concatenate([getattr(part, k) for part in parts]) for k in EVENT_ARRAYS}
 
 
 @dataclass
