@@ -49,6 +49,7 @@ class Open3DOdometryTracker:
     """Chained frame-to-frame RGB-D odometry (Open3D, tensor API, CPU)."""
 
     name = "open3d-rgbd-odometry (frame-to-frame baseline)"
+    map = None  # frame to frame: no map to track against (the Tracker protocol's)
 
     def __init__(self, config: OdometryTrackerConfig | None = None) -> None:
         import open3d as o3d
@@ -126,6 +127,8 @@ class TSDFMapper:
     """Open3D voxel-block TSDF (tensor API, CPU) integrated at the tracked poses."""
 
     name = "open3d-tsdf"
+    mesher = None  # whole meshes only (extract_mesh); the service publishes them on request
+    keyframes: tuple = ()  # integrates every frame; keeps none
 
     def __init__(self, config: TSDFMapperConfig | None = None) -> None:
         import open3d as o3d
