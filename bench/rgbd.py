@@ -365,35 +365,23 @@ def reference_mesh(spec: FrameSpec, out_dir: Path, voxel_size: float = O3D_VOXEL
             pass
     import open3d as o3d
 
+    from slam.engine.baseline import TSDFMapper, TSDFMapperConfig
+
     _quiet_open3d()  # "Write Ply clamped color value to valid range": interpolated colours a hair above 1
-    core = o3d.core
-    device = core.Device("CPU:0")
-    grid = o3d.t.geometry.VoxelBlockGrid(
-        attr_names=("tsdf", "weight", "color"),
-        attr_dtypes=(core.float32, core.float32, core.float32),
-        attr_channels=((1), (1), (3)),
-        voxel_size=voxel_size,
-        block_resolution=O3D_BLOCK_RESOLUTION,
-        block_count=20_000,
-        device=device,
+    # the baseline pipeline's TSDF fusion (16³ blocks, CPU), every frame at its ground-truth pose
+    config = TSDFMapperConfig(
+        voxel_size=voxel_size, sdf_trunc=TRUNC_VOXEL_MULTIPLIER * voxel_size, depth_max=DEPTH_MAX, every=1
     )
-    fused = 0
+    fusion = TSDFMapper(config)
     with spec.open() as source:
         for frame in source:
-            if frame.gt_pose is None:
-                continue
-            depth, color = _o3d_images(frame, device)
-            k = core.Tensor(frame.intrinsics.matrix, core.float64)
-            extrinsic = core.Tensor(np.linalg.inv(frame.gt_pose), core.float64)
-            blocks = grid.compute_unique_block_coordinates(
-                depth, k, extrinsic, 1.0, DEPTH_MAX, TRUNC_VOXEL_MULTIPLIER
-            )
-            grid.integrate(blocks, depth, color, k, extrinsic, 1.0, DEPTH_MAX, TRUNC_VOXEL_MULTIPLIER)
-            fused += 1
-    if fused == 0:
+            if frame.gt_pose is not None:
+                fusion.integrate(frame, frame.gt_pose)
+    mesh = fusion.extract_mesh()
+    if mesh is None:
         raise RuntimeError(f"no frame with a ground-truth pose in {spec.describe()}: no reference mesh")
     out_dir.mkdir(parents=True, exist_ok=True)
-    o3d.io.write_triangle_mesh(str(path), grid.extract_triangle_mesh().to_legacy())
+    o3d.io.write_triangle_mesh(str(path), mesh)
     key_path.write_text(json.dumps(key, indent=2) + "\n")
     return path
 
