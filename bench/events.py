@@ -36,7 +36,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import shlex
 import sys
 import time
 from dataclasses import dataclass, field
@@ -45,7 +44,8 @@ from typing import Any
 
 import numpy as np
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from bench.common import REPO_ROOT, command_line, default_data, write_benchmarks
+
 SECTION_TITLE = "## Events: RGB-D vs RGB-D + events (bench/events.py)"
 EVENT_SCALE = 0.5  # event camera resolution relative to the RGB-D camera
 DEMO_MAX_FLOW_PX = 2.0  # demo renders: at most this flow between two (the 1 px default takes twice as long)
@@ -62,12 +62,6 @@ class Sequence:
     notes: str = ""
     generation_s: float = 0.0
     info: dict[str, Any] = field(default_factory=dict)
-
-
-def default_data() -> Path:
-    shared = os.environ.get("SLAM_SHARED_DATA")
-    root = Path(shared) if shared else REPO_ROOT.parent / "shared" / "data"
-    return root / "7scenes-redkitchen"
 
 
 def _packet(events, intr, t_end: float, index: int):
@@ -393,9 +387,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
         del seq
-    exe = Path(sys.executable)
-    python = ".venv/bin/python" if exe.parent.parent == REPO_ROOT / ".venv" else "python"
-    command = shlex.join([python, "-m", "bench.events", *raw])
+    command = command_line("bench.events", raw)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(
         json.dumps(
@@ -405,11 +397,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(markdown_table(results))
     if args.write_benchmarks:
-        from bench.rgbd import replace_section
-
-        path = REPO_ROOT / "BENCHMARKS.md"
-        text = path.read_text() if path.exists() else "# Benchmarks\n"
-        path.write_text(replace_section(text, section(results, command, date, notes), SECTION_TITLE))
+        path = write_benchmarks(section(results, command, date, notes), SECTION_TITLE)
         print(f"wrote the section {SECTION_TITLE!r} of {path}")
     return 0
 

@@ -32,7 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from bench.events import EXPOSURE_S, REPO_ROOT, attach_events, default_data, prepare_sevenscenes
+from bench.common import REPO_ROOT, default_data
+from bench.events import EXPOSURE_S, attach_events, prepare_sevenscenes
 
 # (name, prior on, prior weight, translation noise per axis in cm)
 ORACLES = [

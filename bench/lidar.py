@@ -12,7 +12,7 @@ the ground truth. Scored the same way:
   length and rotation in deg per 100 m, averaged over all segments (the KITTI odometry devkit's
   definition; poses in the LiDAR frame);
 * Hz: scans / wall time of the whole loop (reading and preprocessing included, mapping included for ours);
-* peak RSS: each method runs in its own process (``--only``), which reports its own ``ru_maxrss``;
+* peak RSS: each method runs in its own process (``--only``), which reports its own peak (``slam.core.resources.peak_rss_mb``, ``VmHWM``);
 * for ours also mesh accuracy / completion against the scene's exact mesh (``stats.json``).
 
 A third row, ``KISS-ICP, no ground``, runs KISS-ICP on the scans without the points our ground segmentation
@@ -40,8 +40,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -49,7 +47,8 @@ from typing import Any
 
 import numpy as np
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from bench.common import REPO_ROOT, child_argv, peak_rss_mb, run_child
+
 METHODS = ("ours", "kiss", "kiss_noground")
 LABELS = {"ours": "ours (neural SDF)", "kiss": "KISS-ICP", "kiss_noground": "KISS-ICP, no ground"}
 SEGMENT_LENGTHS = (100.0, 200.0, 300.0, 400.0, 500.0, 600.0, 700.0, 800.0)  # KITTI devkit
@@ -118,10 +117,6 @@ def trajectory_scores(stamps: np.ndarray, gt: np.ndarray, est: np.ndarray) -> di
     }
     out.update(kitti_relative_errors(gt, est))
     return out
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 # -------------------------------------------------------------------------------------------- methods
@@ -255,28 +250,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def _child_argv(method: str, args: argparse.Namespace) -> list[str]:
-    argv = [
-        sys.executable,
-        "-m",
-        "bench.lidar",
-        "--only",
-        method,
-        "--scans",
-        str(args.scans),
-        "--beams",
-        str(args.beams),
-        "--columns",
-        str(args.columns),
-        "--seed",
-        str(args.seed),
-        "--config",
-        str(args.config),
-        "--out",
-        str(args.out),
-    ]
-    if args.cache is not None:
-        argv += ["--cache", str(args.cache)]
-    return argv
+    options = {
+        "scans": args.scans,
+        "beams": args.beams,
+        "columns": args.columns,
+        "seed": args.seed,
+        "config": args.config,
+        "out": args.out,
+        "cache": args.cache,
+    }
+    return child_argv("bench.lidar", method, options)
 
 
 def print_table(results: list[dict[str, Any]]) -> None:
@@ -314,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
         meta = {"scans": len(source), "folder": str(source.folder)}
     results = []
     for method in args.methods:
-        proc = subprocess.run(_child_argv(method, args), cwd=REPO_ROOT, capture_output=True, text=True)
+        proc = run_child(_child_argv(method, args), capture_output=True)
         if proc.returncode != 0:
             print(proc.stderr[-3000:], file=sys.stderr)
             raise SystemExit(f"{method} failed (exit {proc.returncode})")

@@ -7,7 +7,7 @@ start at the first ground-truth pose (so unaligned ATE is comparable) and are sc
 * fps end to end: frames / wall time of the whole loop, frame reading included (``stats.json``'s
   ``wall_s``/``fps`` for ours; the peers' loops are timed the same way), and tracking ms per frame;
 * peak RSS: each method runs in its own process (``--only METHOD``), which reports its own peak
-  (``VmHWM``) after the loop and the mesh extraction (where ``slam.app.replay`` measures ours);
+  (``slam.core.resources.peak_rss_mb``, ``VmHWM``) after the loop and the mesh extraction;
 * map MB: ours ``stats.json`` ``map_mb``; Open3D dense: active voxel blocks x 16^3 x bytes per voxel;
 * mesh accuracy / completion against a reference mesh fused from the same frames at their
   ground-truth poses (Open3D TSDF, 1 cm voxels, depth_max 4 m; cached in the output folder).
@@ -25,11 +25,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
-import platform
-import resource
-import shlex
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -38,7 +33,19 @@ from typing import Any
 
 import numpy as np
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from bench.common import (
+    REPO_ROOT,
+    child_argv,
+    command_line,
+    default_data,
+    machine_info,
+    markdown_grid,
+    peak_rss_mb,
+    run_child,
+    timing,
+    write_benchmarks,
+)
+
 SECTION_TITLE = "## RGB-D: 7-Scenes redkitchen (bench/rgbd.py)"
 METHODS = ("ours", "o3d_dense", "o3d_dense_cv", "o3d_odometry")
 LABELS = {
@@ -85,74 +92,6 @@ class FrameSpec:
         return f"{self.kind} {self.data}, frames {self.first}-{last}, stride {self.stride}"
 
 
-def default_data() -> Path:
-    shared = os.environ.get("SLAM_SHARED_DATA")
-    root = Path(shared) if shared else REPO_ROOT.parent / "shared" / "data"
-    return root / "7scenes-redkitchen"
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident memory (MB).
-
-    Linux: ``VmHWM`` of /proc/self/status, the high-water mark of this program's own address space.
-    ``ru_maxrss`` is not used there because it survives ``exec``: a child started by a parent holding
-    2 GB reports at least 2 GB. Elsewhere ``ru_maxrss``.
-    """
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024.0
-    except (OSError, ValueError, IndexError):
-        pass
-    scale = 1.0 if sys.platform == "darwin" else 1024.0  # ru_maxrss: kB on Linux, bytes on macOS
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
-
-
-# ------------------------------------------------------------------------------------------- scoring
-
-
-def trajectory_accuracy(
-    stamps: list[float], poses: list[np.ndarray], gt_stamps: list[float], gt_poses: list[np.ndarray]
-) -> dict[str, float | None]:
-    """ATE (unaligned, SE(3)-aligned) and 1-s RPE translation RMSE in metres, as ``slam.app.replay`` does."""
-    from slam.core.trajectory import Trajectory
-    from slam.eval.metrics import ate, rpe
-
-    out: dict[str, float | None] = {"ate_rmse_m": None, "ate_rmse_aligned_m": None, "rpe_trans_1s_m": None}
-    if len(gt_stamps) < 2:
-        return out
-    keep = np.isin(np.array(stamps), np.array(gt_stamps))
-    est = Trajectory(np.array(stamps)[keep], np.array(poses).reshape(-1, 4, 4)[keep])
-    ref = Trajectory(np.array(gt_stamps), np.array(gt_poses))
-    for key, fn in (
-        ("ate_rmse_m", lambda: ate(ref, est, align="none").rmse),
-        ("ate_rmse_aligned_m", lambda: ate(ref, est, align="se3").rmse),
-        ("rpe_trans_1s_m", lambda: rpe(ref, est, delta=1.0, unit="seconds").trans.rmse),
-    ):
-        try:
-            out[key] = round(float(fn()), 6)
-        except ValueError:
-            pass
-    return out
-
-
-def _write_trajectory(path: Path, stamps: list[float], poses: list[np.ndarray]) -> None:
-    from slam.core.trajectory import Trajectory, write_tum
-
-    write_tum(path, Trajectory(np.array(stamps, dtype=np.float64), np.array(poses).reshape(-1, 4, 4)))
-
-
-def _timing(wall_s: float, frames: int, track_ms: list[float]) -> dict[str, Any]:
-    ms = np.array(track_ms) if track_ms else np.array([np.nan])
-    return {
-        "frames": frames,
-        "wall_s": round(wall_s, 3),
-        "fps": round(frames / wall_s, 3) if wall_s > 0 else None,
-        "tracking_ms_median": round(float(np.median(ms)), 3),
-        "tracking_ms_p90": round(float(np.percentile(ms, 90)), 3),
-    }
-
-
 def _o3d_images(frame, device):
     """Open3D tensor depth (float32 metres) and colour (float32 in [0, 1], what float depth needs)."""
     import open3d as o3d
@@ -161,6 +100,15 @@ def _o3d_images(frame, device):
     rgb = frame.color if frame.color is not None else np.zeros((*frame.depth.shape, 3), np.uint8)
     color = o3d.t.geometry.Image(o3d.core.Tensor(rgb.astype(np.float32) / 255.0, device=device))
     return depth, color
+
+
+def _trajectory_results(out_dir: Path, recorder) -> dict[str, Any]:
+    """A peer's trajectory.txt and its accuracy, written and scored as ``slam.app.outputs`` does ours."""
+    from slam.app.outputs import trajectory_accuracy
+
+    path = out_dir / "trajectory.txt"
+    recorder.write(path)
+    return {"trajectory_path": str(path), **trajectory_accuracy(recorder)}
 
 
 def _first_frame(spec: FrameSpec):
@@ -199,6 +147,8 @@ def run_o3d_dense(
     """
     import open3d as o3d
 
+    from slam.app.outputs import TrajectoryRecorder
+
     _quiet_open3d()
     out_dir.mkdir(parents=True, exist_ok=True)
     device = o3d.core.Device("CPU:0")
@@ -213,10 +163,7 @@ def run_o3d_dense(
     raycast_frame = o3d.t.pipelines.slam.Frame(h, w, k, device)
     del first
 
-    stamps: list[float] = []
-    poses: list[np.ndarray] = []
-    gt_stamps: list[float] = []
-    gt_poses: list[np.ndarray] = []
+    recorder = TrajectoryRecorder()
     track_ms: list[float] = []
     lost = 0
     raycast_pose = pose  # the pose the model was last raycast at: tracking results are relative to it
@@ -252,11 +199,7 @@ def run_o3d_dense(
             model.synthesize_model_frame(
                 raycast_frame, 1.0, DEPTH_MIN, DEPTH_MAX, TRUNC_VOXEL_MULTIPLIER, False
             )
-            stamps.append(frame.timestamp)
-            poses.append(pose.copy())
-            if frame.gt_pose is not None:
-                gt_stamps.append(frame.timestamp)
-                gt_poses.append(frame.gt_pose)
+            recorder.record(frame, pose)
         skipped = source.frames_skipped
     wall_s = time.perf_counter() - t0
 
@@ -273,12 +216,11 @@ def run_o3d_dense(
         for name in ("tsdf", "weight", "color")
     )
     blocks = int(grid.hashmap().size())
-    _write_trajectory(out_dir / "trajectory.txt", stamps, poses)
     return {
         "method": "o3d_dense_cv" if constant_velocity else "o3d_dense",
         "tracker": "open3d slam.Model frame-to-model point-to-plane"
         + (" + constant velocity" if constant_velocity else ""),
-        **_timing(wall_s, len(stamps), track_ms),
+        **timing(wall_s, len(recorder.timestamps), track_ms),
         "frames_lost": lost,
         "frames_skipped": skipped,
         "peak_rss_mb": round(rss, 1),
@@ -288,76 +230,56 @@ def run_o3d_dense(
             int(grid.hashmap().capacity()) * O3D_BLOCK_RESOLUTION**3 * bytes_per_voxel / 2**20, 3
         ),
         "mesh_path": str(mesh_path) if mesh_path else None,
-        "trajectory_path": str(out_dir / "trajectory.txt"),
-        **trajectory_accuracy(stamps, poses, gt_stamps, gt_poses),
+        **_trajectory_results(out_dir, recorder),
     }
 
 
 def run_o3d_odometry(spec: FrameSpec, out_dir: Path) -> dict[str, Any]:
     """Chained frame-to-frame Open3D RGB-D odometry (``rgbd_odometry_multi_scale``, hybrid residual,
-    Open3D's default criteria and loss, identity initial guess), CPU. No map."""
-    import open3d as o3d
+    Open3D's default criteria and loss, identity initial guess), CPU. No map.
+
+    It is ``slam.engine.baseline.Open3DOdometryTracker`` without its constant-velocity prior: a lost frame
+    keeps the previous pose, and the next frame registers against it."""
+    from slam.app.outputs import TrajectoryRecorder
+    from slam.core.observation import Observation
+    from slam.engine.baseline import OdometryTrackerConfig, Open3DOdometryTracker
 
     _quiet_open3d()
     out_dir.mkdir(parents=True, exist_ok=True)
-    device = o3d.core.Device("CPU:0")
-    odo = o3d.t.pipelines.odometry
-    criteria = [odo.OdometryConvergenceCriteria(n) for n in (10, 5, 3)]
-    params = odo.OdometryLossParams()
-    first = _first_frame(spec)
-    k = o3d.core.Tensor(first.intrinsics.matrix, o3d.core.float64)
-    pose = first.gt_pose.copy() if first.gt_pose is not None else np.eye(4)
-    identity = o3d.core.Tensor(np.eye(4))
-    del first
-
-    stamps: list[float] = []
-    poses: list[np.ndarray] = []
-    gt_stamps: list[float] = []
-    gt_poses: list[np.ndarray] = []
+    config = OdometryTrackerConfig(
+        method="hybrid",
+        depth_max=DEPTH_MAX,
+        iterations=[10, 5, 3],
+        depth_outlier_trunc=DEPTH_DIFF,  # Open3D's OdometryLossParams default, as its example
+        constant_velocity=False,
+        min_fitness=MIN_FITNESS,
+    )
+    tracker = Open3DOdometryTracker(config)
+    recorder = TrajectoryRecorder()
     track_ms: list[float] = []
     lost = 0
-    prev = None
     t0 = time.perf_counter()
     with spec.open() as source:
-        for frame in source:
+        for i, frame in enumerate(source):
             t1 = time.perf_counter()
-            depth, color = _o3d_images(frame, device)
-            image = o3d.t.geometry.RGBDImage(color, depth)
-            if prev is not None:
-                # source = current, target = previous: the result is the current camera in the previous one
-                try:
-                    result = odo.rgbd_odometry_multi_scale(
-                        image, prev, k, identity, 1.0, DEPTH_MAX, criteria, odo.Method.Hybrid, params
-                    )
-                    rel = result.transformation.numpy()
-                    ok = bool(np.all(np.isfinite(rel))) and result.fitness >= MIN_FITNESS
-                except RuntimeError:
-                    ok = False
-                if ok:
-                    pose = pose @ rel
-                lost += int(not ok)
+            result = tracker.track(Observation(frame))  # the first frame starts at its ground-truth pose
+            if i > 0:
                 track_ms.append((time.perf_counter() - t1) * 1e3)
-            prev = image
-            stamps.append(frame.timestamp)
-            poses.append(pose.copy())
-            if frame.gt_pose is not None:
-                gt_stamps.append(frame.timestamp)
-                gt_poses.append(frame.gt_pose)
+                lost += int(result.lost)
+            recorder.record(frame, result.pose)
         skipped = source.frames_skipped
     wall_s = time.perf_counter() - t0
     rss = peak_rss_mb()
-    _write_trajectory(out_dir / "trajectory.txt", stamps, poses)
     return {
         "method": "o3d_odometry",
         "tracker": "open3d rgbd_odometry_multi_scale hybrid, frame-to-frame",
-        **_timing(wall_s, len(stamps), track_ms),
+        **timing(wall_s, len(recorder.timestamps), track_ms),
         "frames_lost": lost,
         "frames_skipped": skipped,
         "peak_rss_mb": round(rss, 1),
         "map_mb": None,
         "mesh_path": None,
-        "trajectory_path": str(out_dir / "trajectory.txt"),
-        **trajectory_accuracy(stamps, poses, gt_stamps, gt_poses),
+        **_trajectory_results(out_dir, recorder),
     }
 
 
@@ -378,7 +300,9 @@ def run_ours(spec: FrameSpec, out_dir: Path, sets: list[str], config: Path | Non
     }
     cfg = load_config(config, merge_trees(base, parse_overrides(sets)))
     run = run_replay(cfg)
-    rss = peak_rss_mb()  # after the loop and the mesh, like the peers (stats.json's figure is ru_maxrss)
+    rss = (
+        peak_rss_mb()
+    )  # after the loop and the mesh, like the peers (stats.json's is taken before its mesh metrics)
     keys = (
         "frames",
         "frames_lost",
@@ -442,35 +366,24 @@ def reference_mesh(spec: FrameSpec, out_dir: Path, voxel_size: float = O3D_VOXEL
             pass
     import open3d as o3d
 
+    from slam.core.observation import Observation
+    from slam.engine.baseline import TSDFMapper, TSDFMapperConfig
+
     _quiet_open3d()  # "Write Ply clamped color value to valid range": interpolated colours a hair above 1
-    core = o3d.core
-    device = core.Device("CPU:0")
-    grid = o3d.t.geometry.VoxelBlockGrid(
-        attr_names=("tsdf", "weight", "color"),
-        attr_dtypes=(core.float32, core.float32, core.float32),
-        attr_channels=((1), (1), (3)),
-        voxel_size=voxel_size,
-        block_resolution=O3D_BLOCK_RESOLUTION,
-        block_count=20_000,
-        device=device,
+    # the baseline pipeline's TSDF fusion (16³ blocks, CPU), every frame at its ground-truth pose
+    config = TSDFMapperConfig(
+        voxel_size=voxel_size, sdf_trunc=TRUNC_VOXEL_MULTIPLIER * voxel_size, depth_max=DEPTH_MAX, every=1
     )
-    fused = 0
+    fusion = TSDFMapper(config)
     with spec.open() as source:
         for frame in source:
-            if frame.gt_pose is None:
-                continue
-            depth, color = _o3d_images(frame, device)
-            k = core.Tensor(frame.intrinsics.matrix, core.float64)
-            extrinsic = core.Tensor(np.linalg.inv(frame.gt_pose), core.float64)
-            blocks = grid.compute_unique_block_coordinates(
-                depth, k, extrinsic, 1.0, DEPTH_MAX, TRUNC_VOXEL_MULTIPLIER
-            )
-            grid.integrate(blocks, depth, color, k, extrinsic, 1.0, DEPTH_MAX, TRUNC_VOXEL_MULTIPLIER)
-            fused += 1
-    if fused == 0:
+            if frame.gt_pose is not None:
+                fusion.integrate(Observation(frame), frame.gt_pose)
+    mesh = fusion.extract_mesh()
+    if mesh is None:
         raise RuntimeError(f"no frame with a ground-truth pose in {spec.describe()}: no reference mesh")
     out_dir.mkdir(parents=True, exist_ok=True)
-    o3d.io.write_triangle_mesh(str(path), grid.extract_triangle_mesh().to_legacy())
+    o3d.io.write_triangle_mesh(str(path), mesh)
     key_path.write_text(json.dumps(key, indent=2) + "\n")
     return path
 
@@ -569,66 +482,7 @@ def print_table(results: dict[str, dict[str, Any]], title: str) -> None:
 
 
 def markdown_table(results: dict[str, dict[str, Any]]) -> str:
-    header, rows = table_rows(results)
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def machine_info() -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem_gb = None
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                mem_gb = round(int(line.split()[1]) / 2**20, 1)
-    except OSError:
-        pass
-    try:
-        nproc = len(os.sched_getaffinity(0))
-    except AttributeError:
-        nproc = os.cpu_count()
-    versions = {}
-    from importlib.metadata import PackageNotFoundError, version
-
-    for pkg in ("open3d", "torch", "numpy"):
-        try:
-            versions[pkg] = version(pkg)
-        except PackageNotFoundError:
-            versions[pkg] = None
-    commit = None
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        if dirty:
-            commit += " (with uncommitted changes)"
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    load = [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
-    return {
-        "nproc": nproc,
-        "cpu": cpu,
-        "memory_gb": mem_gb,
-        "python": platform.python_version(),
-        "versions": versions,
-        "commit": commit,
-        "load_average_at_start": load,
-    }
+    return markdown_grid(*table_rows(results))
 
 
 def benchmark_section(
@@ -658,25 +512,6 @@ def benchmark_section(
         "",
     ]
     return "\n".join(lines)
-
-
-def replace_section(text: str, section: str, title: str = SECTION_TITLE) -> str:
-    """``text`` with the ``## title`` section replaced by ``section`` (appended when absent)."""
-    lines = text.splitlines()
-    start = next((i for i, line in enumerate(lines) if line.strip() == title), None)
-    if start is None:
-        body = text.rstrip("\n")
-        return (body + "\n\n" if body else "") + section.rstrip("\n") + "\n"
-    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-    before = "\n".join(lines[:start]).rstrip("\n")
-    after = "\n".join(lines[end:])
-    out = (before + "\n\n" if before else "") + section.rstrip("\n") + "\n"
-    return out + ("\n" + after.rstrip("\n") + "\n" if after else "")
-
-
-def write_benchmarks(path: Path, section: str) -> None:
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    path.write_text(replace_section(text, section))
 
 
 # ------------------------------------------------------------------------------------------- driver
@@ -730,42 +565,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def _child_argv(method: str, args: argparse.Namespace) -> list[str]:
-    argv = [
-        sys.executable,
-        "-m",
-        "bench.rgbd",
-        "--only",
-        method,
-        "--data",
-        str(args.data),
-        "--kind",
-        args.kind,
-        "--first",
-        str(args.first),
-        "--last",
-        str(args.last),
-        "--stride",
-        str(args.stride),
-        "--out",
-        str(args.out),
-        "--o3d-block-count",
-        str(args.o3d_block_count),
-    ]
-    for item in args.set:
-        argv += ["--set", item]
-    if args.config is not None:
-        argv += ["--config", str(args.config)]
-    return argv
+    options = {
+        "data": args.data,
+        "kind": args.kind,
+        "first": args.first,
+        "last": args.last,
+        "stride": args.stride,
+        "out": args.out,
+        "o3d-block-count": args.o3d_block_count,
+        "set": list(args.set),
+        "config": args.config,
+    }
+    return child_argv("bench.rgbd", method, options)
 
 
 def run_in_subprocess(method: str, args: argparse.Namespace) -> dict[str, Any]:
     """One method in a fresh process (so peak RSS is its own); its result.json, or {"error": ...}."""
     result_path = args.out / method / "result.json"
     result_path.unlink(missing_ok=True)
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), *filter(None, [env.get("PYTHONPATH")])])
     t0 = time.perf_counter()
-    proc = subprocess.run(_child_argv(method, args), cwd=REPO_ROOT, env=env)
+    proc = run_child(_child_argv(method, args))
     elapsed = time.perf_counter() - t0
     if proc.returncode != 0 or not result_path.exists():
         return {"method": method, "error": f"exit status {proc.returncode}"}
@@ -824,17 +643,14 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
 
-    exe = Path(sys.executable)
-    python = ".venv/bin/python" if exe.parent.parent == REPO_ROOT / ".venv" else "python"
-    command = shlex.join([python, "-m", "bench.rgbd", *raw_argv])
+    command = command_line("bench.rgbd", raw_argv)
     frames = {**asdict(spec), "data": str(spec.data)}
     summary = {"command": command, "date": date, "machine": machine, "frames": frames, "results": results}
     (args.out / "results.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     print_table(results, f"RGB-D benchmark: {spec.describe()}")
     print(f"results: {args.out / 'results.json'}")
     if args.write_benchmarks:
-        path = REPO_ROOT / "BENCHMARKS.md"
-        write_benchmarks(path, benchmark_section(results, command, spec, machine, date))
+        path = write_benchmarks(benchmark_section(results, command, spec, machine, date), SECTION_TITLE)
         print(f"wrote the section {SECTION_TITLE!r} of {path}")
     return 0 if all("error" not in r for r in results.values()) else 1
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
 import shlex
 import signal
 import subprocess
@@ -39,7 +38,8 @@ from typing import Any
 
 import numpy as np
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from bench.common import REPO_ROOT
+
 SECTION_TITLE = "## Service: latency, subscribers, realtime vs fast (bench/service.py)"
 QUICK_TREE = {  # the test suite's small scene: seconds, not minutes
     "source": {"kind": "demo", "options": {"frames": 40, "width": 160, "height": 120, "noise": False}},
@@ -348,12 +348,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     import torch
 
-    from bench.rgbd import machine_info, replace_section
+    from bench.common import default_data, machine_info, write_benchmarks
 
     torch.set_num_threads(1)
     if args.data is None and not args.quick:
-        shared = Path(os.environ.get("SLAM_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
-        args.data = shared / "7scenes-redkitchen"
+        args.data = default_data()
     out_dir = args.out or REPO_ROOT / ("runs/bench_service_quick" if args.quick else "runs/bench_service")
     out_dir.mkdir(parents=True, exist_ok=True)
     machine = machine_info()
@@ -381,9 +380,7 @@ def main(argv: list[str] | None = None) -> int:
     section = report(results, command.strip(), machine, frames)
     print(section)
     if args.write_benchmarks:
-        path = REPO_ROOT / "BENCHMARKS.md"
-        text = path.read_text() if path.exists() else "# Benchmarks\n"
-        path.write_text(replace_section(text, section, SECTION_TITLE))
+        path = write_benchmarks(section, SECTION_TITLE)
         print(f"wrote the section {SECTION_TITLE!r} of {path}")
     return 0
 

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from drivers.base import FrameDecodeError, SourceError
+
+if TYPE_CHECKING:
+    from slam.core.frames import CameraIntrinsics
 
 
 def read_depth_png(path: Path, scale: float, invalid_values: tuple[int, ...] = ()) -> np.ndarray:
@@ -30,6 +34,26 @@ def read_color(path: Path) -> np.ndarray:
     """A colour image to H×W×3 uint8 RGB."""
     img = _read_image(path, mode="RGB")
     return img
+
+
+def check_depth_size(path: Path, depth: np.ndarray, intrinsics: CameraIntrinsics) -> None:
+    """A sequence's images are all the size of its first decodable frame: a depth image of another size
+    is a bad frame (``FrameDecodeError`` naming ``path``)."""
+    if depth.shape != (intrinsics.height, intrinsics.width):
+        raise FrameDecodeError(
+            f"{path}: depth is {depth.shape[1]}x{depth.shape[0]}, the sequence's images are "
+            f"{intrinsics.width}x{intrinsics.height}"
+        )
+
+
+def read_color_like(path: Path, depth: np.ndarray) -> np.ndarray:
+    """The colour image registered to ``depth``, which must be its size (``FrameDecodeError`` otherwise)."""
+    color = read_color(path)
+    if color.shape[:2] != depth.shape:
+        raise FrameDecodeError(
+            f"{path}: colour is {color.shape[1]}x{color.shape[0]}, depth is {depth.shape[1]}x{depth.shape[0]}"
+        )
+    return color
 
 
 def _read_image(path: Path, mode: str | None = None) -> np.ndarray:

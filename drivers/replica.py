@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from drivers.base import FrameDecodeError, SequenceSource, SourceError
-from drivers.image_io import read_color, read_depth_png, require_dir
+from drivers.base import SequenceSource, SourceError
+from drivers.image_io import check_depth_size, read_color_like, read_depth_png, require_dir
 from slam.core.frames import CameraIntrinsics, RGBDFrame
 
 log = logging.getLogger(__name__)
@@ -147,20 +147,8 @@ class ReplicaSource(SequenceSource):
                 )
             self._intrinsics = CameraIntrinsics(self.fx, self.fy, self.cx, self.cy, width, height)
         intr = self._intrinsics
-        if depth.shape != (intr.height, intr.width):
-            raise FrameDecodeError(
-                f"{depth_path}: depth is {depth.shape[1]}x{depth.shape[0]}, the sequence's images are "
-                f"{intr.width}x{intr.height}"
-            )
-        color = None
-        if self.load_color:
-            color_path = self._color_path(entry)
-            color = read_color(color_path)
-            if color.shape[:2] != depth.shape:
-                raise FrameDecodeError(
-                    f"{color_path}: colour is {color.shape[1]}x{color.shape[0]}, depth is "
-                    f"{depth.shape[1]}x{depth.shape[0]}"
-                )
+        check_depth_size(depth_path, depth, intr)
+        color = read_color_like(self._color_path(entry), depth) if self.load_color else None
         return RGBDFrame(
             index=entry.number,
             timestamp=entry.number / self.fps,

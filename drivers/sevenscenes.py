@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from drivers.base import FrameDecodeError, SequenceSource, SourceError
-from drivers.image_io import read_color, read_depth_png, read_matrix, require_dir
+from drivers.image_io import check_depth_size, read_color_like, read_depth_png, read_matrix, require_dir
 from slam.core.frames import CameraIntrinsics, RGBDFrame
 
 DEFAULT_K = np.array([[585.0, 0.0, 320.0], [0.0, 585.0, 240.0], [0.0, 0.0, 1.0]])
@@ -65,22 +65,12 @@ class SevenScenesSource(SequenceSource):
         if self._intrinsics is None:
             # the first decodable frame fixes the image size; later frames must match it
             self._intrinsics = CameraIntrinsics.from_matrix(self._k, depth.shape[1], depth.shape[0])
-        intr = self._intrinsics
-        if depth.shape != (intr.height, intr.width):
-            # checked before the colour so that the message is about the depth image's size
-            raise FrameDecodeError(
-                f"{depth_path}: depth is {depth.shape[1]}x{depth.shape[0]}, the sequence's images are "
-                f"{intr.width}x{intr.height}"
-            )
+        # checked before the colour so that the message is about the depth image's size
+        check_depth_size(depth_path, depth, self._intrinsics)
         color = None
         color_path = self._path(entry, "color.jpg")
         if self.load_color and color_path.exists():
-            color = read_color(color_path)
-            if color.shape[:2] != depth.shape:
-                raise FrameDecodeError(
-                    f"{color_path}: colour is {color.shape[1]}x{color.shape[0]}, depth is "
-                    f"{depth.shape[1]}x{depth.shape[0]}"
-                )
+            color = read_color_like(color_path, depth)
         pose_path = self._path(entry, "pose.txt")
         pose = read_matrix(pose_path, (4, 4)) if pose_path.exists() else None
         return RGBDFrame(

@@ -28,8 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from drivers.base import FrameDecodeError, SequenceSource, SourceError
-from drivers.image_io import read_color, read_depth_png, require_dir
+from drivers.base import SequenceSource, SourceError
+from drivers.image_io import check_depth_size, read_color_like, read_depth_png, require_dir
 from slam.core.frames import CameraIntrinsics, RGBDFrame
 from slam.core.geometry import pose_from_tum
 
@@ -233,19 +233,10 @@ class TUMSource(SequenceSource):
                 )
             self._intrinsics = CameraIntrinsics(self.fx, self.fy, self.cx, self.cy, width, height)
         intr = self._intrinsics
-        if depth.shape != (intr.height, intr.width):
-            raise FrameDecodeError(
-                f"{entry.depth_file}: depth is {depth.shape[1]}x{depth.shape[0]}, the sequence's images are "
-                f"{intr.width}x{intr.height}"
-            )
+        check_depth_size(entry.depth_file, depth, intr)
         color = None
         if self.load_color and entry.color_file is not None:
-            color = read_color(entry.color_file)
-            if color.shape[:2] != depth.shape:
-                raise FrameDecodeError(
-                    f"{entry.color_file}: colour is {color.shape[1]}x{color.shape[0]}, depth is "
-                    f"{depth.shape[1]}x{depth.shape[0]}"
-                )
+            color = read_color_like(entry.color_file, depth)
         return RGBDFrame(
             index=position,
             timestamp=entry.timestamp,

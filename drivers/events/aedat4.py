@@ -29,7 +29,8 @@ from pathlib import Path
 import numpy as np
 
 from drivers.events.reader import EventFileError, EventReader
-from drivers.events.samples import STANDARD_GRAVITY, ApsFrame, ImuSamples
+from drivers.events.samples import STANDARD_GRAVITY, ApsFrame
+from slam.core.frames import ImuSamples
 
 MAGIC = b"#!AER-DAT4.0\r\n"
 DECODED_TYPES = ("EVTS", "FRME", "IMUS")
@@ -377,7 +378,7 @@ class Aedat4Reader(EventReader):
                 continue
             accel = np.stack(xyz[0:3], axis=1).astype(np.float64) * STANDARD_GRAVITY
             gyro = np.deg2rad(np.stack(xyz[3:6], axis=1).astype(np.float64))
-            yield ImuSamples(
+            yield ImuSamples.same_clock(
                 t * 1e-6, accel, gyro, temperature.astype(np.float64), np.stack(xyz[6:9], axis=1)
             )
 
@@ -385,8 +386,8 @@ class Aedat4Reader(EventReader):
         """Every IMU sample of the file in one batch."""
         batches = list(self.iter_imu(stream))
         if not batches:
-            return ImuSamples(np.empty(0), np.empty((0, 3)), np.empty((0, 3)))
-        return ImuSamples(
+            return ImuSamples.same_clock(np.empty(0), np.empty((0, 3)), np.empty((0, 3)))
+        return ImuSamples.same_clock(
             np.concatenate([b.t for b in batches]),
             np.concatenate([b.accel for b in batches]),
             np.concatenate([b.gyro for b in batches]),

@@ -33,7 +33,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from slam.core.frames import EventPacket
+from slam.core.frames import EventPacket, concat_event_arrays
 
 log = logging.getLogger(__name__)
 
@@ -86,14 +86,7 @@ def concatenate_packets(packets: list[EventPacket], width: int, height: int) -> 
         return empty_packet(width, height)
     if len(packets) == 1:
         return packets[0]
-    return EventPacket(
-        np.concatenate([p.t for p in packets]),
-        np.concatenate([p.x for p in packets]),
-        np.concatenate([p.y for p in packets]),
-        np.concatenate([p.p for p in packets]),
-        width,
-        height,
-    )
+    return EventPacket(**concat_event_arrays(packets), width=width, height=height)
 
 
 def _packet_slice(packet: EventPacket, start: int, stop: int) -> EventPacket:

@@ -1,4 +1,5 @@
-"""What event cameras record besides events: intensity (APS) frames and IMU samples.
+"""What event cameras record besides events: intensity (APS) frames; their IMU samples are
+``slam.core.frames.ImuSamples`` (``ImuSamples.same_clock``), as every camera's.
 
 Units are SI whatever the file stores (readers convert): seconds, m/s², rad/s; AEDAT 4 stores g and
 degrees per second.
@@ -11,26 +12,6 @@ from dataclasses import dataclass
 import numpy as np
 
 STANDARD_GRAVITY = 9.80665  # m/s² per g
-
-
-@dataclass
-class ImuSamples:
-    """N IMU samples: time (s), linear acceleration (N×3, m/s²), angular velocity (N×3, rad/s)."""
-
-    t: np.ndarray
-    accel: np.ndarray
-    gyro: np.ndarray
-    temperature: np.ndarray | None = None  # °C, when the sensor reports it
-    magnetometer: np.ndarray | None = None  # N×3, µT, when the sensor reports it
-
-    def __post_init__(self) -> None:
-        self.t = np.asarray(self.t, dtype=np.float64)
-        n = self.t.shape[0]
-        self.accel = np.asarray(self.accel, dtype=np.float64).reshape(n, 3)
-        self.gyro = np.asarray(self.gyro, dtype=np.float64).reshape(n, 3)
-
-    def __len__(self) -> int:
-        return int(self.t.shape[0])
 
 
 @dataclass

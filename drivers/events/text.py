@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from drivers.events.reader import EventFileError, EventReader
-from drivers.events.samples import ImuSamples
+from slam.core.frames import ImuSamples
 
 BLOCK_BYTES = 1 << 22  # 4 MiB of text per block (~230k events)
 _POW10 = 10 ** np.arange(19, dtype=np.int64)
@@ -330,7 +330,7 @@ def _read_table(path: Path, columns: int, what: str) -> np.ndarray:
 def read_imu(path: str | Path) -> ImuSamples:
     """``imu.txt``: ``t ax ay az gx gy gz`` (s, m/s², rad/s)."""
     table = _read_table(Path(path), 7, "IMU samples")
-    return ImuSamples(t=table[:, 0], accel=table[:, 1:4], gyro=table[:, 4:7])
+    return ImuSamples.same_clock(t=table[:, 0], accel=table[:, 1:4], gyro=table[:, 4:7])
 
 
 def read_image_index(path: str | Path) -> tuple[np.ndarray, list[Path]]:

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from slam.core.frames import CameraIntrinsics, EventPacket
+from slam.core.frames import CameraIntrinsics, EventPacket, concat_event_arrays
 from slam.core.geometry import invert_pose, se3_exp, se3_log
 
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
@@ -86,7 +86,7 @@ class Events:
         parts = [e for e in parts if len(e)]
         if not parts:
             return Events.empty()
-        return Events(*(np.concatenate([getattr(e, k) for e in parts]) for k in ("t", "x", "y", "p")))
+        return Events(**concat_event_arrays(parts))
 
     def between(self, t0: float, t1: float) -> Events:
         """The events with t0 < t <= t1 (two binary searches)."""

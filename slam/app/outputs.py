@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import resource
-import sys
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -22,6 +20,7 @@ from drivers.base import Source, open_source
 from slam.app.config import SLAMConfig
 from slam.app.persistence import write_mesh_atomic, write_text_atomic, write_trajectory_atomic
 from slam.core.frames import Frame
+from slam.core.resources import peak_rss_mb
 from slam.engine.engine import Engine, TrackingResult
 
 log = logging.getLogger(__name__)
@@ -37,12 +36,20 @@ class TrajectoryRecorder:
     gt_poses: list[np.ndarray] = field(default_factory=list)
 
     def on_tracked(self, frame: Frame, result: TrackingResult) -> None:
+        self.record(frame, result.pose)
+
+    def record(self, frame: Frame, pose: np.ndarray) -> None:
+        """Keep ``pose`` as ``frame``'s (a copy), and the frame's ground truth when it has one."""
         self.timestamps.append(frame.timestamp)
-        self.poses.append(result.pose.copy())
+        self.poses.append(pose.copy())
         gt = getattr(frame, "gt_pose", None)
         if gt is not None:
             self.gt_timestamps.append(frame.timestamp)
             self.gt_poses.append(gt)
+
+    def write(self, path: Path) -> None:
+        """The recorded poses as a TUM trajectory file, written atomically."""
+        write_trajectory_atomic(path, np.array(self.timestamps, dtype=np.float64), np.array(self.poses))
 
 
 @dataclass
@@ -68,9 +75,7 @@ def write_run_outputs(
     out_dir = Path(cfg.output.dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     traj_path = out_dir / "trajectory.txt"
-    write_trajectory_atomic(
-        traj_path, np.array(recorder.timestamps, dtype=np.float64), np.array(recorder.poses)
-    )
+    recorder.write(traj_path)
     mesh_path, mesh_error = None, None
     if cfg.output.save_mesh and engine.mapper is not None:
         try:
@@ -157,12 +162,6 @@ def lidar_observed_points(scans, max_range: float, voxel: float = 0.1) -> np.nda
     seen = np.concatenate(chunks)
     seen = seen[np.argsort(seen[:, 3], kind="stable")]  # the first point of a cell is its nearest sighting
     return seen[voxel_downsample(seen[:, :3], voxel)]
-
-
-def peak_rss_mb() -> float:
-    # ru_maxrss is in kilobytes on Linux, bytes on macOS
-    scale = 1.0 if sys.platform == "darwin" else 1024.0
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
 
 
 def _stats(cfg: SLAMConfig, source: Source, engine: Engine, rec: TrajectoryRecorder, wall_s: float) -> dict:

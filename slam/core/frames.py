@@ -9,7 +9,9 @@ Conventions (shared by every driver, the engine and the evaluation):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -103,14 +105,27 @@ class EventPacket:
         return int(self.t.shape[0])
 
 
+EVENT_ARRAYS = ("t", "x", "y", "p")
+
+
+def concat_event_arrays(parts: Sequence[Any]) -> dict[str, np.ndarray]:
+    """The ``t``, ``x``, ``y`` and ``p`` arrays of ``parts`` (``EventPacket``s, or the simulator's
+    ``Events``), each joined in order: ``EventPacket(**concat_event_arrays(packets), width=..., ...)`` or
+    ``dataclasses.replace(packet, **concat_event_arrays([earlier, packet]))``. ``parts`` must not be empty."""
+    return {k: np.concatenate([getattr(part, k) for part in parts]) for k in EVENT_ARRAYS}
+
+
 @dataclass
 class ImuSamples:
-    """Inertial samples of the camera's IMU (e.g. RealSense D435i / D455) since the previous frame.
+    """Inertial samples of a camera's IMU: accelerometer and gyroscope readings with their times.
 
-    Accelerometer and gyroscope run at their own rates, so each has its own times (seconds, the same
-    clock as the frame's timestamp). Values are in the IMU's axes as the device reports them:
-    ``accel`` m/s² (N×3), ``gyro`` rad/s (M×3). ``camera_from_imu`` is the 4×4 transform from the IMU
-    frame to the camera frame when the device calibration gives it.
+    Times are seconds on the frames' clock. An accelerometer and a gyroscope running at their own rates
+    (RealSense D435i / D455) each have their own times; an IMU that samples both at once (event cameras:
+    AEDAT 4, the Event Camera Dataset's imu.txt) shares one array of times (``same_clock``, ``t``).
+    Values are SI whatever the device or file stores (readers convert), float64, in the IMU's axes:
+    ``accel`` m/s² (N×3), ``gyro`` rad/s (M×3); ``temperature`` (°C, N) and ``magnetometer`` (µT, N×3)
+    when the sensor reports them. ``camera_from_imu`` is the 4×4 transform from the IMU frame to the
+    camera frame when the device calibration gives it.
     """
 
     accel_t: np.ndarray
@@ -119,23 +134,59 @@ class ImuSamples:
     gyro: np.ndarray
     frame_id: str = "imu"
     camera_from_imu: np.ndarray | None = None
+    temperature: np.ndarray | None = None
+    magnetometer: np.ndarray | None = None
 
     def __post_init__(self) -> None:
+        shared = self.gyro_t is self.accel_t
         for name in ("accel", "gyro"):
             t = np.asarray(getattr(self, f"{name}_t"), dtype=np.float64).reshape(-1)
-            values = np.asarray(getattr(self, name), dtype=np.float32)
+            values = np.asarray(getattr(self, name), dtype=np.float64)
             if values.size == 0:
                 values = values.reshape(0, 3)
             if values.ndim != 2 or values.shape[1] != 3:
-                raise FrameError(f"imu: {name} must be N×3, got shape {values.shape}")
+                raise FrameError(f"{self.frame_id}: {name} must be N×3, got shape {values.shape}")
             if values.shape[0] != t.shape[0]:
-                raise FrameError(f"imu: {name} has {values.shape[0]} samples but {t.shape[0]} times")
+                raise FrameError(
+                    f"{self.frame_id}: {name} has {values.shape[0]} samples but {t.shape[0]} times"
+                )
             setattr(self, f"{name}_t", t)
             setattr(self, name, values)
+        if shared:  # one clock: one array, which ``t`` and ``len`` recognise
+            self.gyro_t = self.accel_t
         self.camera_from_imu = _check_pose(self.camera_from_imu, self.frame_id)
 
+    @classmethod
+    def same_clock(
+        cls,
+        t: np.ndarray,
+        accel: np.ndarray,
+        gyro: np.ndarray,
+        temperature: np.ndarray | None = None,
+        magnetometer: np.ndarray | None = None,
+        frame_id: str = "imu",
+    ) -> ImuSamples:
+        """N samples each holding an accelerometer and a gyroscope reading taken at the same time."""
+        t = np.asarray(t, dtype=np.float64).reshape(-1)
+        return cls(t, accel, t, gyro, frame_id, temperature=temperature, magnetometer=magnetometer)
+
+    @property
+    def shared_clock(self) -> bool:
+        return self.gyro_t is self.accel_t
+
+    @property
+    def t(self) -> np.ndarray:
+        """The sample times of an IMU on one clock (``same_clock``)."""
+        if not self.shared_clock:
+            raise FrameError(
+                f"{self.frame_id}: accelerometer and gyroscope have their own times (accel_t, gyro_t)"
+            )
+        return self.accel_t
+
     def __len__(self) -> int:
-        return int(self.accel_t.shape[0] + self.gyro_t.shape[0])
+        """The number of samples: a reading pair on one clock counts once."""
+        n = int(self.accel_t.shape[0])
+        return n if self.shared_clock else n + int(self.gyro_t.shape[0])
 
 
 @dataclass

@@ -50,6 +50,7 @@ class Open3DOdometryTracker:
     """Chained frame-to-frame RGB-D odometry (Open3D, tensor API, CPU)."""
 
     name = "open3d-rgbd-odometry (frame-to-frame baseline)"
+    map = None  # frame to frame: no map to track against (the Tracker protocol's)
 
     def __init__(self, config: OdometryTrackerConfig | None = None) -> None:
         import open3d as o3d
@@ -93,19 +94,23 @@ class Open3DOdometryTracker:
         # source = current frame, target = previous frame: the result maps current-camera points into
         # the previous camera, i.e. it is the pose of the current camera in the previous one.
         k = self.o3d.core.Tensor(frame.intrinsics.matrix, self.o3d.core.Dtype.Float64)
-        res = self.o3d.t.pipelines.odometry.rgbd_odometry_multi_scale(
-            image,
-            self._prev_image,
-            k,
-            self.o3d.core.Tensor(init),
-            1.0,
-            self.cfg.depth_max,
-            self._criteria,
-            self._method,
-            self._params,
-        )
-        rel = res.transformation.numpy()
-        lost = (not np.all(np.isfinite(rel))) or res.fitness < self.cfg.min_fitness
+        try:
+            res = self.o3d.t.pipelines.odometry.rgbd_odometry_multi_scale(
+                image,
+                self._prev_image,
+                k,
+                self.o3d.core.Tensor(init),
+                1.0,
+                self.cfg.depth_max,
+                self._criteria,
+                self._method,
+                self._params,
+            )
+            rel = res.transformation.numpy()
+            residual, fitness = float(res.inlier_rmse), float(res.fitness)
+        except RuntimeError:  # too few correspondences (e.g. a blank depth image): a lost frame, not a crash
+            rel, residual, fitness = init, float("nan"), 0.0
+        lost = (not np.all(np.isfinite(rel))) or fitness < self.cfg.min_fitness
         if lost:
             rel = init  # keep moving as predicted; the next frame registers against this one
         pose = self._prev_pose @ rel
@@ -114,8 +119,8 @@ class Open3DOdometryTracker:
         return TrackingResult(
             pose=pose,
             iterations=sum(self.cfg.iterations),
-            residual=float(res.inlier_rmse),
-            inlier_ratio=float(res.fitness),
+            residual=residual,
+            inlier_ratio=fitness,
             lost=bool(lost),
         )
 
@@ -124,6 +129,8 @@ class TSDFMapper:
     """Open3D voxel-block TSDF (tensor API, CPU) integrated at the tracked poses."""
 
     name = "open3d-tsdf"
+    mesher = None  # whole meshes only (extract_mesh); the service publishes them on request
+    keyframes: tuple = ()  # integrates every frame; keeps none
 
     def __init__(self, config: TSDFMapperConfig | None = None) -> None:
         import open3d as o3d

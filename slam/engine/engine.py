@@ -8,12 +8,18 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from slam.core.frames import Frame
 from slam.core.observation import Frontend, Observation
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from slam.map.meshing import BlockMesher
+    from slam.map.neural_map import NeuralSDFMap
 
 
 @dataclass
@@ -35,6 +41,12 @@ class TrackingResult:
 class Tracker(Protocol):
     name: str
 
+    @property
+    def map(self) -> NeuralSDFMap | None:
+        """The neural map it tracks against (saved, loaded, sized by the service); None for trackers
+        without one (the Open3D odometry baseline)."""
+        ...
+
     def track(self, obs: Observation) -> TrackingResult:
         """Estimate the pose of an observation; the first defines the map origin (its gt pose if known)."""
         ...
@@ -42,6 +54,18 @@ class Tracker(Protocol):
 
 class Mapper(Protocol):
     name: str
+
+    @property
+    def mesher(self) -> BlockMesher | None:
+        """The block mesher that re-meshes what changed (the service publishes its blocks); None for
+        mappers that only extract whole meshes (the TSDF baseline)."""
+        ...
+
+    @property
+    def keyframes(self) -> Sequence[Any]:
+        """The keyframes the map is optimised over (saved with the map; counted in the status); empty
+        for mappers without any."""
+        ...
 
     def integrate(self, obs: Observation, pose: np.ndarray) -> None: ...
 

@@ -18,10 +18,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
-
 from drivers.base import Source
-from slam.core.frames import Frame
+from slam.core.frames import Frame, concat_event_arrays
 from slam.service.queues import HandOff
 
 log = logging.getLogger(__name__)
@@ -39,13 +37,7 @@ def carry_events(dropped: QueuedFrame, successor: QueuedFrame) -> None:
     ev, nxt = getattr(dropped.frame, "events", None), getattr(successor.frame, "events", None)
     if ev is None or len(ev) == 0 or nxt is None:
         return
-    successor.frame.events = dataclasses.replace(
-        nxt,
-        t=np.concatenate([ev.t, nxt.t]),
-        x=np.concatenate([ev.x, nxt.x]),
-        y=np.concatenate([ev.y, nxt.y]),
-        p=np.concatenate([ev.p, nxt.p]),
-    )
+    successor.frame.events = dataclasses.replace(nxt, **concat_event_arrays([ev, nxt]))
 
 
 class Pacer:

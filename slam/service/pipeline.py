@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from slam.app.outputs import TrajectoryRecorder
 from slam.app.persistence import SessionSnapshot
 from slam.core.frames import Frame
-from slam.engine.engine import Engine, TrackingResult
+from slam.engine.engine import Engine, Mapper, TrackingResult
+
+if TYPE_CHECKING:
+    from slam.map.neural_map import NeuralSDFMap
 
 
 @dataclass
@@ -39,13 +42,13 @@ class Pipeline:
         return pipeline
 
     @property
-    def mapper(self) -> Any | None:
+    def mapper(self) -> Mapper | None:
         return self.engine.mapper
 
     @property
-    def neural_map(self) -> Any | None:
+    def neural_map(self) -> NeuralSDFMap | None:
         """The neural map (None for the baseline pipeline)."""
-        return getattr(self.engine.tracker, "map", None)
+        return self.engine.tracker.map
 
     def resume_guess(self, frame: Frame) -> np.ndarray:
         """Where the first frame in a loaded map is re-localised from: its ground truth when the

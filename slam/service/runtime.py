@@ -42,12 +42,13 @@ from slam.app.persistence import (
 from slam.engine.engine import Engine
 from slam.service.driver import DriverThread, Pacer, QueuedFrame, carry_events
 from slam.service.meshes import all_blocks, whole_mesh_block
-from slam.service.outputs import write_outputs
+from slam.service.outputs import service_stats, write_outputs
 from slam.service.pipeline import MapItem, Pipeline
 from slam.service.queues import HandOff
 from slam.service.startup import ServiceError, check_source
+from slam.service.state import RunRecord, Stages, Threads
 from slam.service.status import LatencyLog, StatusThread, service_status
-from slam.service.workers import MappingWorker, TrackingWorker
+from slam.service.workers import MappingWorker, MeshUpdates, TrackingWorker
 from slam.transport.control import ControlServer
 from slam.transport.publishers import ServicePublisher
 from slam.transport.wire import MeshBlock
@@ -66,50 +67,32 @@ class SLAMService:
         """``source``, ``engine`` and ``publisher`` replace the configured ones (tests, benchmarks)."""
         self.cfg = cfg
         scfg = cfg.service
-        source_cls, self.mode = check_source(cfg, source)
+        source_cls, mode = check_source(cfg, source)
+        self.run_record = RunRecord(mode)
         self.source_name = cfg.source.kind if source is None else (source.name or source_cls.__name__)
         self.sensor = source_cls.sensor  # which frontend the engines of this run take
         self.torch_threads = torch_threads(cfg)
-        fast = self.mode == "fast"
-        self.frames: HandOff[QueuedFrame] = HandOff(
+        fast = mode == "fast"
+        frames: HandOff[QueuedFrame] = HandOff(
             scfg.frame_queue,
             "block" if fast else "drop_oldest",
             "oldest" if fast else "newest",
             carry=carry_events,
         )
         map_every_frame = fast if scfg.map_every_frame is None else scfg.map_every_frame
-        self.map_queue: HandOff[MapItem] = HandOff(
+        map_queue: HandOff[MapItem] = HandOff(
             scfg.map_queue, "block" if map_every_frame else "drop_oldest", "oldest"
         )
 
-        self.running = threading.Event()  # cleared while paused
-        self.running.set()
-        self.stopping = threading.Event()  # shutdown has begun: the driver stops reading
-        self.aborting = threading.Event()  # no more waiting on the mapper
         self.tracking_done = threading.Event()
         self._wake = threading.Event()  # the main thread's: end of stream or shutdown requested
-        self.shutdown_reason: str | None = None
-        self.track_lock = threading.Lock()
-        self.map_lock = threading.Lock()
-        self.latency = LatencyLog()
-        self.tracked_before = 0  # frames tracked by pipelines that reset / load_map replaced
-        self.segments: list[str] = []  # trajectories of replaced pipelines
-        self.mapping_crashes = 0
-        self.last_mapped_stamp = 0.0
         self._mesh_seq = 0
         self._generation = 0
-        self.started_monotonic = 0.0
         self._t0 = 0.0
-        self.driver: DriverThread | None = None
-        self.tracking_worker: TrackingWorker | None = None
-        self.mapping_worker: MappingWorker | None = None
-        self.status_thread: StatusThread | None = None
+        self.threads = Threads()
         self._result: RunResult | None = None
 
         self.publisher_enabled = publisher is not None or scfg.publish.enabled
-        self.mesh_every_s = scfg.publish.mesh_every_s
-        self.mesh_max_share = scfg.mesh_max_share
-        self.mesh_update_budget_s = scfg.mesh_update_budget_s
         self.source: Source | None = None
         self.publisher: Any | None = None
         self.control: ControlServer | None = None
@@ -121,7 +104,7 @@ class SLAMService:
             self.source = source if source is not None else open_configured_source(cfg)
             self.publisher = publisher if publisher is not None else ServicePublisher(scfg.publish)
             self._observers = [self.publisher] if self.publisher_enabled else []
-            self.pipeline = self._pipeline(start_engine, history)
+            self.stages = Stages(frames, map_queue, self._pipeline(start_engine, history))
             if scfg.control.enabled:
                 from slam.service.commands import ServiceCommands
 
@@ -162,40 +145,80 @@ class SLAMService:
         self._generation += 1
         return self._generation
 
+    # -- the parts of the state that others read -------------------------------------------------
+    @property
+    def mode(self) -> str:
+        return self.run_record.mode
+
+    @property
+    def pipeline(self) -> Pipeline:
+        """The current pipeline (``reset`` and ``load_map`` replace it)."""
+        return self.stages.pipeline
+
+    @property
+    def latency(self) -> LatencyLog:
+        return self.stages.latency
+
+    @property
+    def mapping_worker(self) -> MappingWorker | None:
+        return self.threads.mapping
+
+    @property
+    def shutdown_reason(self) -> str | None:
+        return self.run_record.shutdown_reason
+
     # -- running ---------------------------------------------------------------------------------
     def start(self) -> None:
         assert self.source is not None
-        self.started_monotonic = time.monotonic()
+        st, scfg = self.stages, self.cfg.service
+        self.run_record.started_monotonic = time.monotonic()
         self._t0 = time.perf_counter()
-        pacer = Pacer(self.cfg.service.speed) if self.mode == "realtime" else None
-        hold = self.mode == "realtime" and self.cfg.service.hold_until_initialised
-        self.driver = DriverThread(
+        pacer = Pacer(scfg.speed) if self.mode == "realtime" else None
+        hold = self.mode == "realtime" and scfg.hold_until_initialised
+        self.threads.driver = DriverThread(
             self.source,
-            self.frames,
-            self.stopping,
-            self.running,
+            st.frames,
+            st.stopping,
+            st.running,
             pacer,
             hold_when_paused=self.mode != "live",
             wait_ready=self._first_map_ready if hold else None,
         )
-        self.tracking_worker = TrackingWorker(self)
+        self.threads.tracking = TrackingWorker(
+            st,
+            self.torch_threads,
+            self.source_name,
+            mapping_alive=self.threads.mapping_alive,
+            request_shutdown=self.request_shutdown,
+            on_done=self._on_tracking_done,
+        )
         self._ensure_mapping_thread()
-        self.status_thread = StatusThread(self, self.cfg.service.publish.status_every_s, self._progress_bar())
+        self.threads.status = StatusThread(
+            self.status, self.publish_status, scfg.publish.status_every_s, self._progress_bar()
+        )
         if self.control is not None:
             self.control.start()
-        self.tracking_worker.start()
-        self.driver.start()
-        self.status_thread.start()
+        self.threads.tracking.start()
+        self.threads.driver.start()
+        self.threads.status.start()
         log.info("service running: mode %s, source %s", self.mode, self.source_name)
 
     def _ensure_mapping_thread(self) -> None:
         """A mapping thread for the current pipeline, started anew after a crash (reset / load_map)."""
-        if self.pipeline.mapper is None or self.stopping.is_set():
+        if self.pipeline.mapper is None or self.stages.stopping.is_set():
             return
-        if self.mapping_worker is not None and self.mapping_worker.is_alive():
+        if self.threads.mapping is not None and self.threads.mapping.is_alive():
             return
-        self.mapping_worker = MappingWorker(self)
-        self.mapping_worker.start()
+        scfg = self.cfg.service
+        mesh = None
+        if self.publisher_enabled:
+            mesh = MeshUpdates(
+                self.publish_mesh, scfg.publish.mesh_every_s, scfg.mesh_max_share, scfg.mesh_update_budget_s
+            )
+        self.threads.mapping = MappingWorker(
+            self.stages, self.torch_threads, mesh, on_crash=self._on_mapping_crashed
+        )
+        self.threads.mapping.start()
 
     def _progress_bar(self) -> Any | None:
         if not self.cfg.output.progress:
@@ -211,8 +234,8 @@ class SLAMService:
 
     def request_shutdown(self, reason: str) -> None:
         """Ask for a graceful shutdown (signals, the shutdown command); the main thread carries it out."""
-        if self.shutdown_reason is None:
-            self.shutdown_reason = reason
+        if self.run_record.shutdown_reason is None:
+            self.run_record.shutdown_reason = reason
         self._wake.set()
 
     def run(self) -> RunResult:
@@ -227,9 +250,9 @@ class SLAMService:
     def state(self) -> str:
         if self._result is not None:
             return "stopped"
-        if self.stopping.is_set():
+        if self.stages.stopping.is_set():
             return "stopping"
-        if not self.running.is_set():
+        if not self.stages.running.is_set():
             return "paused"
         if not self.pipeline.ready.is_set():
             return "initialising"
@@ -237,30 +260,21 @@ class SLAMService:
 
     def _first_map_ready(self) -> bool:
         """Whether the tracker can go on after the first frame: its map is fitted, or none will be."""
-        return self.pipeline.ready.is_set() or self.pipeline.mapper is None or not self.mapping_alive()
+        return (
+            self.pipeline.ready.is_set() or self.pipeline.mapper is None or not self.threads.mapping_alive()
+        )
 
-    def mapping_alive(self) -> bool:
-        worker = self.mapping_worker
-        return worker is not None and worker.is_alive() and worker.error is None
-
-    def on_mapping_crashed(self) -> None:
-        self.mapping_crashes += 1
-        self.map_queue.clear()
+    def _on_mapping_crashed(self) -> None:
+        self.run_record.mapping_crashes += 1
+        self.stages.map_queue.clear()
         self.pipeline.ready.set()  # a tracker waiting for the first map must not wait forever
 
-    def on_tracking_done(self) -> None:
+    def _on_tracking_done(self) -> None:
         self.tracking_done.set()
         self._wake.set()
 
-    def frames_skipped(self) -> int:
-        return self.source.frames_skipped if self.source is not None else 0
-
-    def driver_error(self) -> str | None:
-        error = self.driver.error if self.driver is not None else None
-        return None if error is None else f"{type(error).__name__}: {error}"
-
     def status(self) -> dict[str, Any]:
-        return service_status(self)
+        return service_status(self.state, self.run_record, self.stages, self.threads, self.source)
 
     # -- publishing ------------------------------------------------------------------------------
     def publish_status(self, status: dict[str, Any]) -> None:
@@ -271,25 +285,25 @@ class SLAMService:
         if not (self.publisher_enabled and self.publisher is not None):
             return
         seq, self._mesh_seq = self._mesh_seq, self._mesh_seq + 1
-        self.publisher.publish_mesh(stamp=self.last_mapped_stamp, seq=seq, blocks=blocks, full=full)
+        self.publisher.publish_mesh(stamp=self.stages.last_mapped_stamp, seq=seq, blocks=blocks, full=full)
 
     def publish_full_mesh(self) -> int:
         """Publish the whole mesh now (``full: true``); returns the number of blocks."""
-        with self.map_lock:
+        with self.stages.map_lock:
             mapper = self.pipeline.mapper
             if mapper is None:
                 raise ServiceError("no mesh: this run does not map (localize_only)")
-            mesher = getattr(mapper, "mesher", None)
+            mesher = mapper.mesher
             blocks = all_blocks(mesher) if mesher is not None else whole_mesh_block(mapper)
         self.publish_mesh(blocks, full=True)
         return len(blocks)
 
     # -- commands --------------------------------------------------------------------------------
     def pause(self) -> None:
-        self.running.clear()
+        self.stages.running.clear()
 
     def resume(self) -> None:
-        self.running.set()
+        self.stages.running.set()
 
     def reset(self) -> str | None:
         """Back to how the run started (an empty map, or the loaded map read again); the trajectory so
@@ -315,13 +329,14 @@ class SLAMService:
         }
 
     def _swap(self, fresh: Pipeline) -> str | None:
-        with self.map_lock, self.track_lock:
-            old = self.pipeline
+        st = self.stages
+        with st.map_lock, st.track_lock:
+            old = st.pipeline
             segment = self._archive_trajectory(old)
-            self.tracked_before += old.engine.stats.frames
-            self.map_queue.clear()
-            self.pipeline = fresh
-        if self.tracking_worker is not None:  # started: the new mapper needs a thread
+            self.run_record.tracked_before += old.engine.stats.frames
+            st.map_queue.clear()
+            st.pipeline = fresh
+        if self.threads.tracking is not None:  # started: the new mapper needs a thread
             self._ensure_mapping_thread()
         return segment
 
@@ -329,13 +344,14 @@ class SLAMService:
         stamps, poses = pipeline.trajectory()
         if len(stamps) == 0:
             return None
-        path = Path(self.cfg.output.dir) / f"trajectory-segment-{len(self.segments) + 1}.txt"
+        segments = self.run_record.segments
+        path = Path(self.cfg.output.dir) / f"trajectory-segment-{len(segments) + 1}.txt"
         write_trajectory_atomic(path, stamps, poses)
-        self.segments.append(str(path))
+        segments.append(str(path))
         return str(path)
 
     def _refuse_while_stopping(self, what: str) -> None:
-        if self.stopping.is_set():
+        if self.stages.stopping.is_set():
             raise ServiceError(f"{what}: the service is shutting down")
 
     def save_map(self, path: Path) -> dict[str, Any]:
@@ -345,7 +361,7 @@ class SLAMService:
         return {"path": str(path), "bytes": path.stat().st_size, "poses": len(snapshot.timestamps)}
 
     def _snapshot(self) -> SessionSnapshot:
-        with self.map_lock:
+        with self.stages.map_lock:
             pipeline = self.pipeline
             if pipeline.neural_map is None:
                 raise ServiceError(
@@ -365,7 +381,7 @@ class SLAMService:
         return snapshot
 
     def save_mesh(self, path: Path) -> dict[str, Any]:
-        with self.map_lock:
+        with self.stages.map_lock:
             mapper = self.pipeline.mapper
             mesh = mapper.extract_mesh() if mapper is not None else None
         if mesh is None or len(mesh.triangles) == 0:
@@ -379,29 +395,39 @@ class SLAMService:
         if self._result is not None:
             return self._result
         interrupted = self.shutdown_reason is not None and not self.tracking_done.is_set()
-        self.stopping.set()
-        self.running.set()  # a paused run still drains
+        self.stages.stopping.set()
+        self.stages.running.set()  # a paused run still drains
         self._stop_threads()
         wall_s = time.perf_counter() - self._t0 if self._t0 else 0.0
         try:
-            self._result = write_outputs(self, wall_s, interrupted)
-            self.publish_status(service_status(self))
+            assert self.source is not None
+            self._result = write_outputs(
+                self.cfg, self.source, self.pipeline, self._service_stats, self.save_map, wall_s, interrupted
+            )
+            self.publish_status(self.status())
         finally:
             self._close_resources()
         return self._result
 
+    def _service_stats(self) -> dict[str, Any]:
+        publisher_stats = (
+            self.publisher.stats() if self.publisher_enabled and self.publisher is not None else None
+        )
+        return service_stats(self.status(), self.run_record, self.stages, self.threads, publisher_stats)
+
     def _stop_threads(self) -> None:
-        if self.driver is not None:
-            self.driver.join(
+        st, threads = self.stages, self.threads
+        if threads.driver is not None:
+            threads.driver.join(
                 timeout=10.0
             )  # it checks `stopping` between frames; a hung sensor is left behind
-            if self.driver.is_alive():
+            if threads.driver.is_alive():
                 log.warning("the driver did not stop within 10 s (sensor read blocked); leaving it")
-        self.frames.close()
-        if self.tracking_worker is not None:
-            self.tracking_worker.join()  # it tracks what the driver had queued, then ends
-        self.map_queue.close()
-        worker = self.mapping_worker
+        st.frames.close()
+        if threads.tracking is not None:
+            threads.tracking.join()  # it tracks what the driver had queued, then ends
+        st.map_queue.close()
+        worker = threads.mapping
         if worker is not None and worker.is_alive():
             worker.join(timeout=self.cfg.service.drain_timeout_s)
             if worker.is_alive():
@@ -409,15 +435,15 @@ class SLAMService:
                     "mapping did not drain within %.0f s; the rest of its queue is not mapped",
                     self.cfg.service.drain_timeout_s,
                 )
-                self.aborting.set()
+                st.aborting.set()
                 worker.abort.set()
                 worker.join()
-        self.map_queue.clear()
-        if self.status_thread is not None:
-            self.status_thread.stop.set()
-            self.status_thread.join()
-            if self.status_thread.progress is not None:
-                self.status_thread.progress.close()
+        st.map_queue.clear()
+        if threads.status is not None:
+            threads.status.stop.set()
+            threads.status.join()
+            if threads.status.progress is not None:
+                threads.status.progress.close()
 
     def _close_resources(self) -> None:
         if self.control is not None:

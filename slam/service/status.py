@@ -7,13 +7,15 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import psutil
+
+from slam.core.resources import current_rss_mb
 
 if TYPE_CHECKING:
-    from slam.service.runtime import SLAMService
+    from slam.service.state import RunRecord, Stages, Threads
 
 log = logging.getLogger(__name__)
 
@@ -57,49 +59,50 @@ class LatencyLog:
         }
 
 
-def rss_mb() -> float:
-    return psutil.Process().memory_info().rss / 2**20
-
-
-def service_status(svc: SLAMService) -> dict[str, Any]:
-    pipeline = svc.pipeline
+def service_status(
+    state: str, run: RunRecord, stages: Stages, threads: Threads, source: Any | None
+) -> dict[str, Any]:
+    """The status of a run in ``state`` (``SLAMService.state``) reading ``source``."""
+    pipeline = stages.pipeline
     engine = pipeline.engine
     mapper = pipeline.mapper
     neural_map = pipeline.neural_map
-    mapping = svc.mapping_worker
+    mapping = threads.mapping
     tracked = engine.stats.frames
     return {
-        "state": svc.state,
-        "mode": svc.mode,
+        "state": state,
+        "mode": run.mode,
         "localize_only": mapper is None,
-        "uptime_s": round(time.monotonic() - svc.started_monotonic, 3) if svc.started_monotonic else 0.0,
-        "fps": round(svc.latency.fps(), 2),
+        "uptime_s": round(time.monotonic() - run.started_monotonic, 3) if run.started_monotonic else 0.0,
+        "fps": round(stages.latency.fps(), 2),
         "frames": {
-            "received": svc.driver.delivered if svc.driver is not None else 0,
-            "tracked": svc.tracked_before + tracked,
+            "received": threads.driver.delivered if threads.driver is not None else 0,
+            "tracked": run.tracked_before + tracked,
             "lost": engine.stats.frames_lost,
-            "dropped": svc.frames.dropped,  # never tracked: the tracker took a newer frame
-            "not_mapped": svc.map_queue.dropped,  # tracked, but the mapper was busy (or gone)
+            "dropped": stages.frames.dropped,  # never tracked: the tracker took a newer frame
+            "not_mapped": stages.map_queue.dropped,  # tracked, but the mapper was busy (or gone)
             "mapped": mapping.mapped if mapping is not None else 0,
-            "skipped": svc.frames_skipped(),  # undecodable, skipped by the driver
+            "skipped": source.frames_skipped
+            if source is not None
+            else 0,  # undecodable, skipped by the driver
         },
-        "queues": {"frames": len(svc.frames), "mapping": len(svc.map_queue)},
+        "queues": {"frames": len(stages.frames), "mapping": len(stages.map_queue)},
         "tracking_ms": _median_ms(engine.stats.tracking_ms),
         "mapping_ms": _median_ms(engine.stats.mapping_ms),
         "map": {
             "blocks": neural_map.grids[0].num_blocks if neural_map is not None else None,
             "mb": _map_mb(neural_map, mapper),
-            "keyframes": len(getattr(mapper, "keyframes", [])) if mapper is not None else None,
+            "keyframes": len(mapper.keyframes) if mapper is not None else None,
             "generation": pipeline.generation,
         },
         "mapping": {
             "state": "off" if mapper is None else (mapping.state if mapping is not None else "starting"),
             "error": mapping.error if mapping is not None else None,
         },
-        "driver_error": svc.driver_error(),
+        "driver_error": threads.driver_error(),
         # the sensor link (live cameras: streaming / disconnected / reconnecting, drops, USB); null for recordings
-        "sensor": _sensor_health(svc.source),
-        "memory": {"rss_mb": round(rss_mb(), 1)},
+        "sensor": _sensor_health(source),
+        "memory": {"rss_mb": round(current_rss_mb(), 1)},
     }
 
 
@@ -154,12 +157,19 @@ class DropWatch:
 
 
 class StatusThread(threading.Thread):
-    """Publishes the status every ``period_s`` (and moves the progress bar, when there is one); in realtime
-    and live runs, warns when tracking falls behind the sensor (``DropWatch``)."""
+    """Publishes the status (``status()``) with ``publish`` every ``period_s`` (and moves the progress bar,
+    when there is one); in realtime and live runs, warns when tracking falls behind the sensor (``DropWatch``)."""
 
-    def __init__(self, svc: SLAMService, period_s: float, progress: Any | None = None) -> None:
+    def __init__(
+        self,
+        status: Callable[[], dict[str, Any]],
+        publish: Callable[[dict[str, Any]], None],
+        period_s: float,
+        progress: Any | None = None,
+    ) -> None:
         super().__init__(name="slam-status", daemon=True)
-        self.svc, self.period_s, self.progress = svc, period_s, progress
+        self.status, self.publish = status, publish
+        self.period_s, self.progress = period_s, progress
         self.stop = threading.Event()
         self.drops = DropWatch()
 
@@ -168,8 +178,8 @@ class StatusThread(threading.Thread):
             self.tick()
 
     def tick(self) -> None:
-        status = service_status(self.svc)
-        self.svc.publish_status(status)
+        status = self.status()
+        self.publish(status)
         if status["mode"] != "fast" and status["state"] == "running":
             frames = status["frames"]
             warning = self.drops.update(

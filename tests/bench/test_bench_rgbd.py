@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bench.common import replace_section, write_benchmarks
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -124,12 +126,12 @@ def test_table_ratios_and_missing_values(bench) -> None:
 def test_benchmarks_section_is_replaced_and_others_kept(bench) -> None:
     title = bench.SECTION_TITLE
     text = f"# Benchmarks\n\nintro\n\n## Other\n\nkeep me\n\n{title}\n\nold table\n\n## Last\n\nkeep too\n"
-    new = bench.replace_section(text, f"{title}\n\nnew table\n")
+    new = replace_section(text, f"{title}\n\nnew table\n", title)
     assert "old table" not in new and "new table" in new
     assert "keep me" in new and "keep too" in new and new.count(title) == 1
     assert new.index("## Other") < new.index(title) < new.index("## Last")
-    assert bench.replace_section(new, f"{title}\n\nnew table\n") == new  # idempotent
-    appended = bench.replace_section("# Benchmarks\n\n## Other\n\nx\n", f"{title}\n\nt\n")
+    assert replace_section(new, f"{title}\n\nnew table\n", title) == new  # idempotent
+    appended = replace_section("# Benchmarks\n\n## Other\n\nx\n", f"{title}\n\nt\n", title)
     assert appended.endswith(f"## Other\n\nx\n\n{title}\n\nt\n")
 
 
@@ -148,7 +150,7 @@ def test_write_benchmarks_creates_the_file(bench, tmp_path: Path) -> None:
         {"o3d_dense": _fake(0.031, 8.0)}, "python -m bench.rgbd --skip-ours", spec, machine, "2025-01-01"
     )
     path = tmp_path / "BENCHMARKS.md"
-    bench.write_benchmarks(path, section)
+    write_benchmarks(section, bench.SECTION_TITLE, path)
     text = path.read_text()
     assert text.startswith("# Benchmarks\n") and bench.SECTION_TITLE in text
     assert "`python -m bench.rgbd --skip-ours`" in text and "Test CPU" in text and "| 3.10 |" in text

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from bench.common import replace_section
 from bench.events import SECTION_TITLE, markdown_table, section
-from bench.rgbd import replace_section
 
 
 def _results() -> dict:

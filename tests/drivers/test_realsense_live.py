@@ -206,7 +206,10 @@ def test_transform_between_reads_librealsense_extrinsics() -> None:
 
 def test_imu_samples_model() -> None:
     imu = ImuSamples([0.1, 0.2], [[0, 0, 9.8], [0, 0, 9.7]], [], np.zeros((0, 3)))
-    assert len(imu) == 2 and imu.accel.dtype == np.float32 and imu.gyro.shape == (0, 3)
+    assert len(imu) == 2 and imu.accel.dtype == np.float64 and imu.gyro.shape == (0, 3)
+    assert not imu.shared_clock
+    with pytest.raises(FrameError, match="their own times"):
+        _ = imu.t
     with pytest.raises(FrameError, match="accel has 1 samples but 2 times"):
         ImuSamples([0.1, 0.2], [[0, 0, 9.8]], [], [])
     with pytest.raises(FrameError, match=r"gyro must be N×3, got shape \(3, 4\)"):

@@ -95,6 +95,7 @@ class GroundTruthTracker:
     """A tracker that takes ``delay_s`` per frame and returns the ground truth (for pacing tests)."""
 
     name = "ground-truth"
+    map = None  # no neural map (the Tracker protocol)
 
     def __init__(self, delay_s: float) -> None:
         self.delay_s = delay_s
@@ -207,6 +208,8 @@ class SlowFirstMapper:
     """Takes ``first_s`` to integrate the first frame (fitting the first map), no time afterwards."""
 
     name = "slow-first"
+    mesher = None  # no block meshes, no keyframes (the Mapper protocol)
+    keyframes: tuple = ()
 
     def __init__(self, first_s: float) -> None:
         self.first_s = first_s
@@ -549,3 +552,26 @@ def test_replay_scores_its_mesh_against_the_scene_mesh_where_the_camera_looked(d
     # observed ground truth only, so a short sweep of a whole room still covers well over half of it
     assert 0.0 < stats["mesh_accuracy_cm"] < 5.0
     assert 0.0 < stats["mesh_completion_cm"] < 15.0 and stats["mesh_completion_ratio"] > 0.5
+
+
+def test_baseline_pipeline_runs_with_no_neural_map_no_mesher_no_keyframes(
+    demo_root, demo_frames, tmp_path
+) -> None:
+    # the Open3D baseline declares map / mesher / keyframes as None / empty: status, mesh updates and the
+    # end of the run take those paths (whole meshes only, on request), not an AttributeError
+    cfg = service_config(demo_root, tmp_path / "baseline", pipeline="baseline", service={"mode": "fast"})
+    publisher = RecordingPublisher()
+    service = SLAMService(cfg, publisher=publisher)
+    service.start()
+    while not service.wait(0.05):
+        pass
+    status = service.status()
+    assert status["map"]["keyframes"] == 0 and status["map"]["blocks"] is None and status["map"]["mb"] > 0
+    assert service.publish_full_mesh() == 1  # the whole TSDF mesh as one block
+    result = service.shutdown()
+    assert result.stats["frames"] == len(demo_frames) and result.stats["frames_mapped"] == len(demo_frames)
+    assert result.stats["mesh_updates"] == 0  # no block mesher: no incremental updates
+    assert [full for _, _, full in publisher.meshes] == [True] and len(publisher.meshes[0][1][0].vertices) > 0
+    assert "map_file" not in result.stats  # the TSDF map is not saved
+    traj = read_tum(result.trajectory_path)
+    assert position_errors(traj.timestamps, traj.poses, demo_frames).max() < 0.05
