@@ -310,7 +310,7 @@ def section(
         "Targets: " + " ".join(f"{v}." for v in verdicts(results)),
         "",
         "Both runs of a row pair: same frames, config and seed; RGB-D tracks depth only (the tracker does "
-        "not use colour, so blur and low light do not change it). RGB-D + events (`slam/event_tracking.py`, "
+        "not use colour, so blur and low light do not change it). RGB-D + events (`slam/frontends/events.py`, "
         "default `EventTrackingConfig` with the colour camera's 1/30 s exposure): 1/240 s event windows "
         "against the last keyframe (its colour deblurred with the events of its exposure, auto-gained, "
         "smoothed) chained from the last pose into the next frame's initial pose (constant velocity "

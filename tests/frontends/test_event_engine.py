@@ -31,7 +31,7 @@ def demo_root(tmp_path_factory) -> Path:
 
 
 def tree(root: Path, out: Path, stride: int, with_events: bool, **sections) -> dict:
-    """A config small enough for seconds per run (as tests/test_service.py's)."""
+    """A config small enough for seconds per run (as tests/service/test_service.py's)."""
     base = {
         "source": {
             "kind": "demo",
