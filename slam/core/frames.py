@@ -9,6 +9,7 @@ Conventions (shared by every driver, the engine and the evaluation):
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -113,6 +114,16 @@ def concat_event_arrays(parts: Sequence[Any]) -> dict[str, np.ndarray]:
     ``Events``), each joined in order: ``EventPacket(**concat_event_arrays(packets), width=..., ...)`` or
     ``dataclasses.replace(packet, **concat_event_arrays([earlier, packet]))``. ``parts`` must not be empty."""
     return {k: np.concatenate([getattr(part, k) for part in parts]) for k in EVENT_ARRAYS}
+
+
+def carry_over(dropped: Any, successor: Any) -> None:
+    """What a frame dropped before tracking hands to the next one: its streams that cover the time since
+    the previous frame. Its events join the successor's (in time order; the successor keeps its packet's
+    metadata), so the successor's events again cover the time since the last frame tracked, as in replay."""
+    ev, nxt = getattr(dropped, "events", None), getattr(successor, "events", None)
+    if ev is None or len(ev) == 0 or nxt is None:
+        return
+    successor.events = dataclasses.replace(nxt, **concat_event_arrays([ev, nxt]))
 
 
 @dataclass

@@ -11,7 +11,6 @@ that moved on meanwhile would be lost at its second frame.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
 import time
@@ -19,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from drivers.base import Source
-from slam.core.frames import Frame, concat_event_arrays
+from slam.core.frames import Frame, carry_over
 from slam.service.queues import HandOff
 
 log = logging.getLogger(__name__)
@@ -31,13 +30,10 @@ class QueuedFrame:
     available_at: float  # time.perf_counter() when the source delivered it (end-to-end latency)
 
 
-def carry_events(dropped: QueuedFrame, successor: QueuedFrame) -> None:
-    """A frame dropped before tracking hands its events to the next frame, whose events then cover the
-    time since the last frame tracked (the event term integrates them from there), as in replay."""
-    ev, nxt = getattr(dropped.frame, "events", None), getattr(successor.frame, "events", None)
-    if ev is None or len(ev) == 0 or nxt is None:
-        return
-    successor.frame.events = dataclasses.replace(nxt, **concat_event_arrays([ev, nxt]))
+def carry_over_dropped(dropped: QueuedFrame, successor: QueuedFrame) -> None:
+    """The frame hand-off's ``carry``: a frame dropped before tracking hands what it alone observed
+    (events since the previous frame) to the next one (``slam.core.frames.carry_over``)."""
+    carry_over(dropped.frame, successor.frame)
 
 
 class Pacer:

@@ -40,7 +40,7 @@ from slam.app.persistence import (
     write_trajectory_atomic,
 )
 from slam.engine.engine import Engine
-from slam.service.driver import DriverThread, Pacer, QueuedFrame, carry_events
+from slam.service.driver import DriverThread, Pacer, QueuedFrame, carry_over_dropped
 from slam.service.meshes import all_blocks, whole_mesh_block
 from slam.service.outputs import service_stats, write_outputs
 from slam.service.pipeline import MapItem, Pipeline
@@ -77,7 +77,7 @@ class SLAMService:
             scfg.frame_queue,
             "block" if fast else "drop_oldest",
             "oldest" if fast else "newest",
-            carry=carry_events,
+            carry=carry_over_dropped,
         )
         map_every_frame = fast if scfg.map_every_frame is None else scfg.map_every_frame
         map_queue: HandOff[MapItem] = HandOff(

@@ -205,7 +205,7 @@ def test_frames_dropped_before_tracking_hand_their_events_on() -> None:
     """Live / realtime: the frame hand-off drops stale frames; their events go to the next frame, so the
     tracked frame's events cover the time since the last tracked frame, as in replay."""
     from slam.core.frames import CameraIntrinsics, EventPacket, RGBDFrame
-    from slam.service.driver import QueuedFrame, carry_events
+    from slam.service.driver import QueuedFrame, carry_over_dropped
     from slam.service.queues import HandOff
 
     intr = CameraIntrinsics(10.0, 10.0, 3.5, 2.5, 8, 6)
@@ -215,7 +215,7 @@ def test_frames_dropped_before_tracking_hand_their_events_on() -> None:
         ev = EventPacket(t, np.full(3, i), np.zeros(3), np.ones(3), 8, 6, timestamp=float(i), index=i)
         return QueuedFrame(RGBDFrame(i, float(i), np.ones((6, 8), np.float32), intr, events=ev), 0.0)
 
-    newest = HandOff(2, "drop_oldest", "newest", carry=carry_events)
+    newest = HandOff(2, "drop_oldest", "newest", carry=carry_over_dropped)
     for i in range(1, 6):  # 1 and 2 are dropped at put (queue of 2), 3 and 4 at get (newest taken)
         newest.put(frame(i))
     got = newest.get(0)

@@ -1,4 +1,4 @@
-"""A frame dropped before tracking hands its events to the next one (``carry_events``): the events join
+"""A frame dropped before tracking hands its events to the next one (``carry_over_dropped``): they join
 in time order and the successor keeps its own packet's metadata."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import numpy as np
 
 from drivers.sim.events import Events
 from slam.core.frames import CameraIntrinsics, EventPacket, RGBDFrame
-from slam.service.driver import QueuedFrame, carry_events
+from slam.service.driver import QueuedFrame, carry_over_dropped
 
 INTR = CameraIntrinsics(100.0, 100.0, 3.5, 2.5, 8, 6)
 
@@ -23,7 +23,7 @@ def test_dropped_frames_events_go_first_and_the_successor_keeps_its_metadata() -
         _frame(1, [0.01, 0.05], [1, 2], [1, -1]),
         _frame(2, [0.12, 0.18, 0.2], [3, 4, 5], [-1, 1, 1]),
     )
-    carry_events(dropped, successor)
+    carry_over_dropped(dropped, successor)
     ev = successor.frame.events
     np.testing.assert_array_equal(ev.t, [0.01, 0.05, 0.12, 0.18, 0.2])
     np.testing.assert_array_equal(ev.x, [1, 2, 3, 4, 5])
@@ -35,7 +35,7 @@ def test_dropped_frames_events_go_first_and_the_successor_keeps_its_metadata() -
 
 def test_nothing_to_carry() -> None:
     empty, successor = _frame(1, [], [], []), _frame(2, [0.15], [3], [1])
-    carry_events(empty, successor)
+    carry_over_dropped(empty, successor)
     assert len(successor.frame.events) == 1
 
 
