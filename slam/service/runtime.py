@@ -187,7 +187,6 @@ class SLAMService:
         self.threads.tracking = TrackingWorker(
             st,
             self.torch_threads,
-            self.source_name,
             mapping_alive=self.threads.mapping_alive,
             request_shutdown=self.request_shutdown,
             on_done=self._on_tracking_done,

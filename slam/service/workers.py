@@ -46,7 +46,6 @@ class TrackingWorker(threading.Thread):
         self,
         stages: Stages,
         torch_threads: int,
-        source_name: str,
         mapping_alive: Callable[[], bool],
         request_shutdown: Callable[[str], None],
         on_done: Callable[[], None],
@@ -54,7 +53,6 @@ class TrackingWorker(threading.Thread):
         super().__init__(name="slam-tracking", daemon=True)
         self.stages = stages
         self.torch_threads = torch_threads
-        self.source_name = source_name
         self.mapping_alive = mapping_alive
         self.request_shutdown = request_shutdown
         self.on_done = on_done

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from slam.core.frames import CameraIntrinsics, RGBDFrame
+from slam.core.frames import CameraIntrinsics, LidarScan, RGBDFrame
+from slam.core.observation import Observation
 from slam.engine.engine import Engine, TrackingResult
+from slam.frontends.rgbd import RgbdFrontend
 from slam.service.driver import QueuedFrame
 from slam.service.pipeline import MapItem, Pipeline
 from slam.service.queues import HandOff
@@ -58,9 +60,11 @@ def test_mapping_worker_maps_the_current_generation_and_discards_older_work() ->
     stages = _stages(mapper)
     crashes: list[int] = []
     worker = MappingWorker(stages, torch_threads=1, mesh=None, on_crash=lambda: crashes.append(1))
-    result = TrackingResult(pose=np.eye(4))
     for i, generation in enumerate([1, 2, 2, 1, 2]):  # generation 1: queued before a reset
-        stages.map_queue.put(MapItem(_frame(i), result, generation))
+        frame = _frame(i)  # a tracked result carries what was tracked to the mapper
+        stages.map_queue.put(
+            MapItem(frame, TrackingResult(pose=np.eye(4), observation=Observation(frame)), generation)
+        )
     stages.map_queue.close()
     worker.start()
     worker.join(10.0)
@@ -76,7 +80,6 @@ def test_tracking_worker_tracks_every_queued_frame_and_hands_them_to_mapping() -
     worker = TrackingWorker(
         stages,
         torch_threads=1,
-        source_name="test",
         mapping_alive=lambda: True,
         request_shutdown=shutdowns.append,
         on_done=lambda: done.append(True),
@@ -94,11 +97,15 @@ def test_tracking_worker_tracks_every_queued_frame_and_hands_them_to_mapping() -
 
 
 def test_tracking_worker_stops_the_run_on_a_frame_it_cannot_track() -> None:
-    stages = _stages(CountingMapper())
+    # the engine's frontend takes RGB-D frames; a LiDAR scan is a frame it cannot track
+    engine = Engine(PoseTracker(), CountingMapper(), RgbdFrontend())
+    stages = Stages(
+        HandOff(8, "block", "oldest"), HandOff(8, "block", "oldest"), Pipeline.create(engine, 2, [])
+    )
     shutdowns: list[str] = []
-    worker = TrackingWorker(stages, 1, "strings", lambda: True, shutdowns.append, lambda: None)
-    stages.frames.put(QueuedFrame("not a frame", available_at=0.0))  # type: ignore[arg-type]
+    worker = TrackingWorker(stages, 1, lambda: True, shutdowns.append, lambda: None)
+    stages.frames.put(QueuedFrame(LidarScan(0, 0.0, np.zeros((3, 3))), available_at=0.0))
     stages.frames.close()
     worker.start()
     worker.join(10.0)
-    assert shutdowns == ["tracking failed"] and "source 'strings' yields str" in worker.error
+    assert shutdowns == ["tracking failed"] and "takes RGB-D frames, not LidarScan" in worker.error
