@@ -8,7 +8,7 @@ STAMP   := $(VENV)/.installed
 TORCH   ?= torch==2.13.0
 export SLAM_SHARED_DATA ?= $(abspath ../shared/data)
 
-.PHONY: demo test lint install clean-venv
+.PHONY: demo test test-install lint install clean-venv
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -27,6 +27,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# the package built and installed in fresh virtual environments, presets found by name (CI runs it)
+test-install: $(STAMP)
+	$(BIN)/python -m pytest -q -m install tests/app/test_wheel_install.py
 
 # style, formatting and the dependency rules of docs/ARCHITECTURE.md (import-linter contracts in pyproject.toml)
 lint: $(STAMP)

@@ -21,7 +21,7 @@ CONFIGS, LAUNCH = ROOT / "configs", ROOT / "launch"
 #: what a build reads; copied so that the build's egg-info and build/ folders stay out of the checkout
 SOURCES = ("pyproject.toml", "README.md", "slam", "drivers", "configs", "launch")
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.install]
 
 
 def _pip(*args: str) -> None:
