@@ -452,19 +452,20 @@ class Tracker:
                 "robust_scale": self.cfg.robust_scale * self.cfg.recovery_scale,
                 "iterations": 2 * self.cfg.iterations,
             }
-            pose, rep, chose_velocity = self._register_prior(points, self.last_good, weights, prior, **wide)
-            pose, rep = self.register(
-                points, pose, weights=weights, extra_term=term, **sweep
-            )  # the normal kernel
+            compare = prior is not None and prior.compare_velocity  # last_good is the prior's pose then
+            pose, rep, chose_velocity = self._register_from(
+                points, self.last_good, weights, term, compare, **wide
+            )
+            # then tighten with the normal kernel
+            pose, rep = self.register(points, pose, weights=weights, extra_term=term, **sweep)
         else:
             predicted = self.predict(prior)
             init = predicted
             if obs.search:
                 init = self.search_travel(points, self.search_yaw(points, init), self.poses[-1])
-            from_prior = (
-                prior if np.array_equal(init, predicted) else None
-            )  # a search moved it: a pose of ours
-            pose, rep, chose_velocity = self._register_prior(points, init, weights, from_prior, term, **sweep)
+            # from the prior's own pose (no search moved it) the constant-velocity start is tried too
+            compare = prior is not None and prior.compare_velocity and np.array_equal(init, predicted)
+            pose, rep, chose_velocity = self._register_from(points, init, weights, term, compare, **sweep)
             if self._doubtful(rep):
                 # A wrong velocity feeds itself: the next prediction repeats it and a few iterations do
                 # not undo it. Try no motion from the last pose too and keep the better registration.
@@ -503,21 +504,20 @@ class Tracker:
             info=info,
         )
 
-    def _register_prior(
+    def _register_from(
         self,
         points: np.ndarray,
         init: np.ndarray,
         weights: np.ndarray | None,
-        prior: PosePrior | None,
-        term: PoseTerm | None = None,
+        term: PoseTerm | None,
+        compare_velocity: bool,
         **kwargs,
     ) -> tuple[np.ndarray, dict, bool]:
-        """``register`` from ``init`` with the prior's term; when ``init`` is the prior's pose (``prior``
-        given) and it asks for the comparison, also from constant velocity without the term, keeping the
-        registration with more inliers (a prior can only help). Returns (pose, report, chose_velocity)."""
-        term = prior.term if prior is not None else term
+        """``register`` from ``init`` with a prior's ``term``; with ``compare_velocity`` (``init`` is the
+        prior's pose) also from constant velocity without the term, keeping the registration with more
+        inliers (a prior can only help). Returns (pose, report, whether constant velocity won)."""
         pose, rep = self.register(points, init, weights=weights, extra_term=term, **kwargs)
-        if prior is None or not prior.compare_velocity:
+        if not compare_velocity:
             return pose, rep, False
         alt_pose, alt_rep = self.register(points, self.predict(), weights=weights, **kwargs)
         if alt_rep["inlier_ratio"] > rep["inlier_ratio"]:
