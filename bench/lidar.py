@@ -32,8 +32,11 @@ Usage (from the repository root)::
     .venv/bin/python -m bench.lidar                        # 150 scans of the 64x1024 drive, all methods
     .venv/bin/python -m bench.lidar --scans 60 --beams 32  # shorter, sparser
     .venv/bin/python -m bench.lidar --only kiss            # one method (prints its JSON)
+    .venv/bin/python -m bench.lidar --scans 655 --write-benchmarks   # the whole loop, into BENCHMARKS.md
 
-Results are printed (a table and, last, one JSON line); nothing is written to BENCHMARKS.md.
+Results are printed (a table and, last, one JSON line); with ``--write-benchmarks`` they replace this
+drive's section of BENCHMARKS.md (one section per beams / columns / seed), with the command, the commit
+and the machine.
 """
 
 from __future__ import annotations
@@ -47,7 +50,16 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import REPO_ROOT, child_argv, peak_rss_mb, run_child
+from bench.common import (
+    REPO_ROOT,
+    child_argv,
+    command_line,
+    machine_info,
+    markdown_grid,
+    peak_rss_mb,
+    run_child,
+    write_benchmarks,
+)
 
 METHODS = ("ours", "kiss", "kiss_noground")
 LABELS = {"ours": "ours (neural SDF)", "kiss": "KISS-ICP", "kiss_noground": "KISS-ICP, no ground"}
@@ -241,6 +253,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=Path("runs/bench_lidar"), help="output folder")
     p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     p.add_argument("--only", choices=METHODS, help="run one method in this process and print its JSON")
+    p.add_argument(
+        "--write-benchmarks",
+        action="store_true",
+        help="write the results into BENCHMARKS.md (the section of this drive: beams, columns, seed)",
+    )
     args = p.parse_args(argv)
     if args.scans < 2:
         p.error("--scans must be >= 2")
@@ -280,6 +297,84 @@ def print_table(results: list[dict[str, Any]]) -> None:
         )
 
 
+def section_title(args: argparse.Namespace) -> str:
+    """The BENCHMARKS.md section this run owns: one per drive (beams, columns, seed), so a variant does not
+    overwrite the default drive's figures."""
+    variant = [f"{args.columns} columns"] if args.columns != 1024 else []
+    variant += [f"seed {args.seed}"] if args.seed != 0 else []
+    suffix = f" ({', '.join(variant)})" if variant else ""
+    return f"## LiDAR: generated {args.beams}-beam drive{suffix}, ours vs KISS-ICP (bench/lidar.py)"
+
+
+def benchmark_section(
+    args: argparse.Namespace,
+    meta: dict[str, Any],
+    results: list[dict[str, Any]],
+    command: str,
+    machine: dict,
+    date: str,
+) -> str:
+    """The run as a BENCHMARKS.md section: its command, commit, date and machine, the drive and one row per
+    method."""
+
+    def fmt(v: Any, spec: str) -> str:
+        return "–" if v is None else format(v, spec)
+
+    rows = []
+    for r in results:
+        mesh = "–"
+        if r.get("mesh_accuracy_cm") is not None:
+            mesh = f"{r['mesh_accuracy_cm']:.1f} / {r['mesh_completion_cm']:.1f}"
+        ms = "–"
+        if r.get("tracking_ms_median") is not None:
+            ms = f"{r['tracking_ms_median']:.0f} / {r['mapping_ms_median']:.0f}"
+        rows.append(
+            [
+                LABELS[r["method"]],
+                fmt(r["ate_rmse_m"], ".3f"),
+                fmt(r["ate_rmse_aligned_m"], ".3f"),
+                fmt(r["rel_trans_pct"], ".3f"),
+                fmt(r["rel_rot_deg_per_100m"], ".3f"),
+                fmt(r["hz"], ".2f"),
+                ms,
+                fmt(r.get("lost"), "d"),
+                fmt(r["peak_rss_mb"], ".0f"),
+                mesh,
+            ]
+        )
+    header = [
+        "method",
+        "ATE m",
+        "ATE SE(3) m",
+        "rel. transl. %",
+        "rel. rot. °/100 m",
+        "Hz",
+        "tracking / mapping ms median",
+        "lost",
+        "peak RSS MB",
+        "mesh acc. / compl. cm",
+    ]
+    path_m = results[0]["path_m"] if results else 0.0
+    lines = [
+        section_title(args),
+        "",
+        f"Command: `{command}`  ",
+        f"Commit: {machine['commit']}; {date} UTC; {machine['nproc']} cores ({machine['cpu']}), "
+        f"{machine['memory_gb']} GB, load average at start {machine['load_average_at_start']}.",
+        "",
+        f"Drive: {meta['scans']} scans, {args.beams}x{args.columns}, {path_m:.0f} m, seed {args.seed}, per-point "
+        "times to both methods, one thread each; poses at the end of each sweep. Ours: "
+        f"`{Path(args.config).name}`; KISS-ICP: its defaults with deskewing.",
+    ]
+    if results:
+        lines.append(
+            f"Relative errors over segments of {results[0]['segment_lengths_m']} m ({results[0]['segments']} "
+            "segments), in the LiDAR frame (KITTI's definition)."
+        )
+    lines += ["", markdown_grid(header, rows), ""]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.only:
@@ -293,6 +388,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(json.dumps(result))
         return 0
+    started = time.strftime("%Y-%m-%d %H:%M", time.gmtime())
+    machine = machine_info()
     with open_sequence(args) as source:  # generate once, before the timed runs
         meta = {"scans": len(source), "folder": str(source.folder)}
     results = []
@@ -321,6 +418,12 @@ def main(argv: list[str] | None = None) -> int:
     print(
         json.dumps({"sequence": meta, "args": {k: str(v) for k, v in vars(args).items()}, "results": results})
     )
+    if args.write_benchmarks:
+        command = command_line("bench.lidar", list(argv if argv is not None else sys.argv[1:]))
+        path = write_benchmarks(
+            benchmark_section(args, meta, results, command, machine, started), section_title(args)
+        )
+        print(f"wrote {path}")
     return 0
 
 
