@@ -156,11 +156,14 @@ def record(
 def _run(cfg) -> Any:
     from drivers.base import SourceError
     from slam.app.replay import run_replay
+    from slam.frontends import UnsupportedSensor
 
     try:
         return run_replay(cfg)
     except SourceError as exc:
         _fail(str(exc))
+    except UnsupportedSensor as exc:
+        _fail(f"{exc.key}: source {cfg.source.kind!r} yields {exc}")
 
 
 def _print_summary(result) -> None:

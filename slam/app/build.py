@@ -10,6 +10,7 @@ from slam.engine.baseline import Open3DOdometryTracker, TSDFMapper
 from slam.engine.engine import Engine
 from slam.engine.mapper import Mapper, MapperConfig
 from slam.engine.tracker import Tracker, TrackerConfig
+from slam.frontends import check_sensor
 from slam.frontends.events import EventFrontend
 from slam.frontends.lidar import LidarFrontend
 from slam.frontends.rgbd import RgbdFrontend, RgbdSampling
@@ -58,18 +59,16 @@ def rgbd_sampling(tracker: TrackerConfig, mapper: MapperConfig) -> RgbdSampling:
 
 def build_frontend(cfg: SLAMConfig, sensor: str) -> Frontend:
     """The frontend of a source's sensor kind (``Source.sensor``): the only place that knows which."""
+    check_sensor(sensor, "neural")
     if sensor == "lidar":
         return LidarFrontend(cfg.lidar, seed=cfg.seed)
-    if sensor == "rgbd":
-        sampling = rgbd_sampling(cfg.tracker, cfg.mapper)
-        rgbd = RgbdFrontend(sampling, seed=cfg.seed)
-        if not cfg.events.tracking.enabled:
-            return rgbd
-        # the event term on top; frames without events give the RGB-D observation unchanged
-        return EventFrontend(
-            rgbd, cfg.events.tracking, seed=cfg.seed, constant_velocity=cfg.tracker.constant_velocity
-        )
-    raise ValueError(f"no frontend for {sensor!r} sources: the engine tracks RGB-D frames and LiDAR scans")
+    rgbd = RgbdFrontend(rgbd_sampling(cfg.tracker, cfg.mapper), seed=cfg.seed)
+    if not cfg.events.tracking.enabled:
+        return rgbd
+    # the event term on top; frames without events give the RGB-D observation unchanged
+    return EventFrontend(
+        rgbd, cfg.events.tracking, seed=cfg.seed, constant_velocity=cfg.tracker.constant_velocity
+    )
 
 
 def build_engine(
@@ -84,13 +83,10 @@ def build_engine(
     # the decoder's initial weights and fresh embeddings come from torch's global generator: seed it, or
     # two runs of the same config start from different maps
     torch.manual_seed(cfg.seed)
+    check_sensor(sensor, cfg.pipeline)
     if cfg.pipeline == "baseline":
         if neural_map is not None:
             raise ValueError("a saved neural map needs pipeline: neural (the baseline keeps an Open3D TSDF)")
-        if sensor != "rgbd":
-            raise ValueError(
-                f"the baseline pipeline is RGB-D only, the source gives {sensor} data (use pipeline: neural)"
-            )
         return Engine(
             Open3DOdometryTracker(cfg.baseline.odometry),
             TSDFMapper(cfg.baseline.tsdf) if with_mapper else None,

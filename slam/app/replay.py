@@ -10,11 +10,12 @@ import logging
 import time
 from pathlib import Path
 
-from drivers.base import Source
+from drivers.base import Source, source_class
 from slam.app.build import build_engine, open_configured_source
 from slam.app.config import SLAMConfig
 from slam.app.outputs import RunResult, TrajectoryRecorder, write_run_outputs
 from slam.engine.engine import Engine
+from slam.frontends import check_sensor
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,9 @@ def _progress(total: int | None, enabled: bool):
 
 def run_replay(cfg: SLAMConfig, source: Source | None = None, engine: Engine | None = None) -> RunResult:
     """Run every frame of the configured source through the engine and write the outputs."""
+    if source is None and engine is None:
+        # before anything is opened (a generated source builds its scene first): can this pipeline track it?
+        check_sensor(source_class(cfg.source.kind).sensor, cfg.pipeline)
     source = source or open_configured_source(cfg)
     try:
         engine = engine or build_engine(cfg, source.sensor)

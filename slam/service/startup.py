@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from drivers.base import Source, source_class
 from slam.app.config import SLAMConfig
-
-TRACKED_SENSORS = ("rgbd", "lidar")  # what the engine's tracker and mapper take (RGBDFrame, LidarScan)
+from slam.frontends import UnsupportedSensor, check_sensor
 
 
 class ServiceError(RuntimeError):
@@ -18,15 +17,10 @@ def check_source(cfg: SLAMConfig, source: Source | None = None) -> tuple[type[So
     uninstalled driver, a sensor the engine cannot track, or a mode the source cannot do."""
     cls = type(source) if source is not None else source_class(cfg.source.kind)
     kind = cfg.source.kind if source is None else (source.name or cls.__name__)
-    if cls.sensor not in TRACKED_SENSORS:
-        raise ServiceError(
-            f"source.kind: driver {kind!r} yields {cls.sensor} data, which the engine does not track on its own "
-            "(it tracks RGB-D frames and LiDAR scans)"
-        )
-    if cls.sensor == "lidar" and cfg.pipeline != "neural":
-        raise ServiceError(
-            f"pipeline: driver {kind!r} yields LiDAR scans; the {cfg.pipeline} pipeline is RGB-D only (use neural)"
-        )
+    try:
+        check_sensor(cls.sensor, cfg.pipeline)
+    except UnsupportedSensor as exc:
+        raise ServiceError(f"{exc.key}: driver {kind!r} yields {exc}") from None
     live = source.live if source is not None else cls.is_live(cfg.source.path, cfg.source.options)
     return cls, resolve_mode(cfg.service.mode, live, kind)
 

@@ -95,3 +95,20 @@ def test_demo_tracks_a_tiny_scene(tmp_path: Path) -> None:
     # measured 0.31 cm; a tracker frozen at frame 0 scores 7.4 cm (the camera moves 12 cm in 8 frames)
     assert stats["ate_rmse_m"] < 0.01, stats
     assert str(out / "trajectory.txt") in res.output.replace("\n", "")  # the summary names the outputs
+
+
+def test_replay_refuses_a_pipeline_that_cannot_track_the_source_before_opening_it(tmp_path: Path) -> None:
+    # the baseline is RGB-D only: the generated LiDAR drive is refused by name, before its scene is generated
+    res = invoke(
+        "replay",
+        "--dataset",
+        "lidar_demo",
+        "--set",
+        "pipeline=baseline",
+        "--set",
+        f"source.path={tmp_path / 'c'}",
+    )
+    assert res.exit_code == 2, res.output
+    text = " ".join(res.output.split())
+    assert "pipeline: source 'lidar_demo' yields LiDAR scans; the baseline pipeline is RGB-D only" in text
+    assert not (tmp_path / "c").exists()  # nothing generated
