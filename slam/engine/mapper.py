@@ -245,7 +245,13 @@ class Mapper:
 
         n_near = near_x.shape[0]
         # record_hits: the space the SDF samples fit counts as fitted (the tracker trusts only such space)
-        feats, valid = self.map.features(x_all, sparse_grad=self.map.sparse_embeddings, record_hits=n_sdf)
+        # the compiled lookup (no double backward: the eikonal term needs the torch path)
+        compiled = getattr(self.map, "compiled", False) and not n_eik and isinstance(self._emb_opt, RowAdam)
+        tape = None
+        if compiled:
+            feats, valid, tape = self.map.features_for_training(x_all, record_hits=n_sdf)
+        else:
+            feats, valid = self.map.features(x_all, sparse_grad=self.map.sparse_embeddings, record_hits=n_sdf)
         sdf, color_valid, valid = self.map.decode_sdf(feats[:n_sdf]), valid[n_sdf:], valid[:n_sdf]
         near_sdf, near_valid = sdf[:n_near], valid[:n_near]
         loss_sdf = _masked_mean((near_sdf - s_target).abs(), near_valid)
@@ -280,9 +286,12 @@ class Mapper:
         train_decoder = not (0 < cfg.freeze_decoder_after <= self.frames_integrated)
         # the lock covers only the writes (RowAdam computes its new rows before): the tracking thread reads
         # the map meanwhile, and still never sees new embeddings with the old decoder
-        pending = self._emb_opt.prepare() if isinstance(self._emb_opt, RowAdam) else None
+        pending = self._emb_opt.prepare() if isinstance(self._emb_opt, RowAdam) and tape is None else None
         with self.map.writing():
-            if pending is not None:
+            if tape is not None:  # fused: the rows' gradients and their update in one loop, in place
+                assert isinstance(self._emb_opt, RowAdam) and feats.grad is not None
+                self._emb_opt.step_tape(tape, feats.grad)
+            elif pending is not None:
                 RowAdam.apply(pending)
             else:
                 self._emb_opt.step()

@@ -19,12 +19,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
 from slam.core.config import StrictConfig
+from slam.map import kernels
 from slam.map.voxel_grid import SparseVoxelGrid, grow_rows, pack_keys, unpack_keys
 
 
@@ -45,6 +47,12 @@ class NeuralMapConfig(StrictConfig):
     hidden_layers: int = Field(2, ge=1, le=4, description="decoder hidden layers")
     color: bool = Field(True, description="learn a colour head")
     init_std: float = Field(1e-3, ge=0, description="std of freshly allocated embeddings")
+    kernels: Literal["auto", "numba", "torch"] = Field(
+        "auto",
+        description="CPU hot paths (the tracker's SDF-and-gradient query, the mapper's feature lookup and "
+        "row-Adam step): numba = fused compiled loops (slam.map.kernels), torch = the reference ops; auto = "
+        "numba on the CPU when it imports",
+    )
 
 
 def build_map(config: NeuralMapConfig | None = None) -> NeuralSDFMap:
@@ -87,6 +95,35 @@ class MapQuery:
     color: torch.Tensor | None = None  # (N, 3) in [0, 1]
 
 
+@dataclass
+class FeatureTape:
+    """What a compiled feature lookup keeps for the backward step: per level, the embedding parameter,
+    each point's 8 corner rows and its position inside its voxel (``slam.map.kernels``)."""
+
+    levels: list[tuple[nn.Parameter, np.ndarray, np.ndarray]]
+
+
+def decode_with_input_gradient(head: nn.Sequential, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A one-output decoder's value (N,) and its gradient with respect to the input features (N × F),
+    by hand through the Linear / Softplus layers: a few batched matmuls, no autograd graph."""
+    x = feats
+    slopes: list[torch.Tensor] = []
+    layers = list(head)
+    for mod in layers:
+        if isinstance(mod, nn.Linear):
+            x = F.linear(x, mod.weight, mod.bias)
+        elif isinstance(mod, nn.Softplus):
+            slopes.append(torch.sigmoid(x * mod.beta))  # d softplus / dx (1 beyond the threshold too)
+            x = F.softplus(x, mod.beta, mod.threshold)
+        else:  # pragma: no cover - _mlp builds only these
+            raise TypeError(f"decode_with_input_gradient: unsupported layer {type(mod).__name__}")
+    linears = [m for m in layers if isinstance(m, nn.Linear)]
+    grad = linears[-1].weight.expand(feats.shape[0], -1)  # N × hidden
+    for lin, slope in zip(reversed(linears[:-1]), reversed(slopes)):
+        grad = (grad * slope) @ lin.weight
+    return x.squeeze(-1), grad
+
+
 def _mlp(n_in: int, hidden: int, layers: int, n_out: int) -> nn.Sequential:
     mods: list[nn.Module] = []
     width = n_in
@@ -123,6 +160,14 @@ class NeuralSDFMap(nn.Module):
         # how often the mapper fitted samples around each finest-level corner: space allocated but
         # not yet fitted decodes to an arbitrary SDF, and the tracker must not register against it
         self.hits = torch.zeros(0, dtype=torch.int32, device=self.device_)
+        #: the fused numba kernels run the CPU hot paths (``map.kernels``); the torch ops are the reference
+        self.compiled = cfg.kernels == "numba" or (
+            cfg.kernels == "auto" and self.device_.type == "cpu" and kernels.AVAILABLE
+        )
+        if self.compiled and (self.device_.type != "cpu" or not kernels.AVAILABLE):
+            raise RuntimeError(
+                "map.kernels is 'numba' but numba is not installed or the map is not on the CPU"
+            )
         self._lock = threading.RLock()
         self.version = 0  # bumped by every write, so readers can tell the map changed
 
@@ -244,6 +289,8 @@ class NeuralSDFMap(nn.Module):
         Results are detached: this is the tracker's and the mesher's entry point, not training's.
         """
         points = points.to(self.device_, torch.float32)
+        if self.compiled:
+            return self._query_compiled(points, gradient, color, min_hits)
         with self.reading():
             if gradient:
                 with torch.enable_grad():
@@ -261,6 +308,71 @@ class NeuralSDFMap(nn.Module):
                 sdf = self.decode_sdf(feats)
                 col = self.decode_color(feats) if color else None
             return MapQuery(sdf, valid, None, col)
+
+    # -- compiled paths (slam.map.kernels) -------------------------------------------------------
+    def _locate_compiled(self, pts: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per level, each point's 8 corner rows (-1: unallocated) and its position inside its voxel."""
+        located = []
+        for grid in self.grids:
+            rows = np.empty((pts.shape[0], 8), dtype=np.int64)
+            frac = np.empty((pts.shape[0], 3), dtype=np.float32)
+            kernels.locate_level(
+                pts, grid.voxel_size, grid.block, grid.block_keys.numpy(), grid._block_slot.numpy(),
+                grid._tables.view(-1).numpy(), rows, frac,
+            )  # fmt: skip
+            located.append((rows, frac))
+        return located
+
+    def _features_compiled(
+        self, pts: np.ndarray, min_hits: int, record_hits: int
+    ) -> tuple[np.ndarray, np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
+        """``features`` by the compiled kernels: (N × levels·F features, validity, per-level rows and
+        positions). ``record_hits`` = n counts the first n points' finest corners as fitted."""
+        nf = self.cfg.feature_dim
+        located = self._locate_compiled(pts)
+        feats = np.empty((pts.shape[0], nf * len(self.grids)), dtype=np.float32)
+        valid = np.ones(pts.shape[0], dtype=bool)
+        for level, ((rows, frac), emb) in enumerate(zip(located, self.embeddings)):
+            valid &= (rows >= 0).all(axis=1)
+            kernels.interpolate_level(rows, frac, emb.detach().numpy(), feats, level * nf)
+        rows0 = located[0][0]
+        if min_hits > 0:
+            kernels.fitted(rows0, self.hits.numpy(), min_hits, valid)
+        if record_hits > 0:
+            kernels.record_hits(rows0, record_hits, self.hits.numpy())
+        return feats, valid, located
+
+    def _query_compiled(self, points: torch.Tensor, gradient: bool, color: bool, min_hits: int) -> MapQuery:
+        pts = np.ascontiguousarray(points.detach().numpy())
+        with self.reading(), torch.no_grad():
+            feats_np, valid, located = self._features_compiled(pts, min_hits, 0)
+            feats = torch.from_numpy(feats_np)
+            grad = None
+            if gradient:
+                sdf, grad_feats = decode_with_input_gradient(self.sdf_head, feats)
+                grad_np = np.zeros((pts.shape[0], 3), dtype=np.float32)
+                g = np.ascontiguousarray(grad_feats.numpy())
+                nf = self.cfg.feature_dim
+                for level, ((rows, frac), grid, emb) in enumerate(zip(located, self.grids, self.embeddings)):
+                    kernels.accumulate_point_gradient(
+                        rows, frac, grid.voxel_size, emb.detach().numpy(), g, level * nf, grad_np
+                    )
+                grad = torch.from_numpy(grad_np)
+            else:
+                sdf = self.decode_sdf(feats)
+            col = self.decode_color(feats) if color else None
+        return MapQuery(sdf, torch.from_numpy(valid), grad, col)
+
+    def features_for_training(
+        self, points: torch.Tensor, record_hits: int = 0
+    ) -> tuple[torch.Tensor, torch.Tensor, FeatureTape]:
+        """The compiled ``features(points, sparse_grad=True, record_hits=n)``: features as a leaf tensor
+        that requires grad (the decoders' graph starts there), validity, and the tape with which
+        ``RowAdam.step_tape`` applies the features' gradient to the embedding rows."""
+        pts = np.ascontiguousarray(points.detach().to(torch.float32).numpy())
+        feats, valid, located = self._features_compiled(pts, 0, int(record_hits))
+        tape = FeatureTape([(emb, rows, frac) for emb, (rows, frac) in zip(self.embeddings, located)])
+        return torch.from_numpy(feats).requires_grad_(True), torch.from_numpy(valid), tape
 
     def embedding_parameters(self) -> list[nn.Parameter]:
         return list(self.embeddings)

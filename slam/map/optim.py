@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 
+import numpy as np
 import torch
 
 
@@ -34,6 +35,9 @@ class RowAdam(torch.optim.Optimizer):
         if lr <= 0 or eps <= 0 or not (0 <= betas[0] < 1 and 0 <= betas[1] < 1):
             raise ValueError(f"invalid RowAdam settings: lr={lr}, betas={betas}, eps={eps}")
         super().__init__(params, {"lr": lr, "betas": betas, "eps": eps})
+        self._slots: dict[
+            int, np.ndarray
+        ] = {}  # step_tape's row → summed-gradient index, all -1 between steps
 
     @torch.no_grad()
     def step(self, closure=None) -> None:  # noqa: ANN001 - torch's signature
@@ -81,6 +85,39 @@ class RowAdam(torch.optim.Optimizer):
         """Write the rows :meth:`prepare` computed (no other writer may have touched them since)."""
         for p, rows, new_rows in updates:
             p.index_copy_(0, rows, new_rows)
+
+    @torch.no_grad()
+    def step_tape(self, tape, grad_feats: torch.Tensor) -> int:  # noqa: ANN001 - a neural_map.FeatureTape
+        """The same update from a compiled feature lookup (``NeuralSDFMap.features_for_training``): the
+        loss's gradient with respect to the interpolated features (N × levels·F) is spread over each
+        level's corner rows and applied in one fused loop (``slam.map.kernels.row_adam_level``), in
+        place. Returns the rows touched."""
+        from slam.map import kernels
+
+        g = np.ascontiguousarray(grad_feats.detach().numpy())
+        touched = 0
+        for level, (p, rows, frac) in enumerate(tape.levels):
+            group = next((gr for gr in self.param_groups if any(q is p for q in gr["params"])), None)
+            if group is None:
+                raise KeyError("step_tape: an embedding of the tape is not a parameter of this optimizer")
+            state = self.state[p]
+            if not state:
+                state["step"] = 0
+                state["exp_avg"] = torch.zeros_like(p)
+                state["exp_avg_sq"] = torch.zeros_like(p)
+            state["step"] = int(state["step"]) + 1
+            slot = self._slots.get(level)
+            if slot is None or slot.shape[0] < p.shape[0]:
+                slot = np.full(
+                    max(p.shape[0], int(1.5 * (0 if slot is None else slot.shape[0]))), -1, np.int32
+                )
+                self._slots[level] = slot
+            beta1, beta2 = group["betas"]
+            touched += kernels.row_adam_level(
+                rows, frac, g, level * p.shape[1], p.detach().numpy(), state["exp_avg"].numpy(),
+                state["exp_avg_sq"].numpy(), slot, group["lr"], beta1, beta2, group["eps"], state["step"],
+            )  # fmt: skip
+        return touched
 
     def follow(self, old: torch.Tensor, new: torch.Tensor, state: dict | None = None) -> None:
         """Replace parameter ``old`` by ``new`` (a grown copy of it) in place, with ``state`` as its state

@@ -1,0 +1,229 @@
+"""Fused CPU kernels (numba) for the map's two hot paths; ``NeuralSDFMap``'s torch code is the reference.
+
+Why: a tracking query of a few thousand points through the torch path is ~60 small ops (searchsorted,
+index_select, the trilinear weights, the embedding gather, autograd's backward), each costing
+microseconds of dispatch while the arithmetic of the whole query is well under a millisecond. Here one
+compiled loop per level finds each point's block (binary search over the sorted block keys), reads its
+eight corner rows from the block's table and interpolates the embeddings; the decoder stays a few batched
+matmuls in torch (BLAS beats a per-point loop there), and a second loop turns the decoder's gradient with
+respect to the features into the gradient with respect to the point (tracking) or into the embedding
+rows' gradient and their Adam update in place (mapping), touching only the rows the step reached.
+
+Every kernel releases the GIL (``nogil``), so the tracking and mapping threads run them side by side.
+Compiled once per machine and cached (numba's ``cache=True``: in ``__pycache__`` next to this file, or the
+user's cache directory when the package is installed read-only).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+try:
+    import numba
+
+    AVAILABLE = True
+except ImportError:  # pragma: no cover - numba is a dependency; kept importable without it
+    numba = None
+    AVAILABLE = False
+
+_BITS = 21  # as slam.map.voxel_grid.pack_keys
+_OFFSET = 1 << (_BITS - 1)
+
+
+def _jit(fn):
+    if numba is None:  # pragma: no cover
+        return fn
+    return numba.njit(cache=True, nogil=True, fastmath=False)(fn)
+
+
+@_jit
+def _block_position(block_keys, key):
+    """Index of ``key`` in the sorted ``block_keys``, -1 when absent."""
+    lo, hi = 0, block_keys.shape[0]
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if block_keys[mid] < key:
+            lo = mid + 1
+        else:
+            hi = mid
+    if lo < block_keys.shape[0] and block_keys[lo] == key:
+        return lo
+    return -1
+
+
+@_jit
+def locate_level(points, voxel_size, block, block_keys, block_slot, tables, rows, frac):
+    """For N×3 float32 ``points``: each point's 8 corner rows (N×8 int64, -1 where unallocated, in the
+    (x, y, z) bit order of ``voxel_grid.CORNERS``) and its position inside its voxel (N×3 float32).
+    ``tables`` is the grid's flat table buffer ((block+1)³ entries per slot)."""
+    n = block + 1
+    vs = np.float32(voxel_size)
+    for i in range(points.shape[0]):
+        vx = np.int64(0)
+        vy = np.int64(0)
+        vz = np.int64(0)
+        for a in range(3):
+            s = points[i, a] / vs
+            f = np.floor(s)
+            frac[i, a] = s - f
+            if a == 0:
+                vx = np.int64(f)
+            elif a == 1:
+                vy = np.int64(f)
+            else:
+                vz = np.int64(f)
+        bx, by, bz = vx // block, vy // block, vz // block
+        key = ((bx + _OFFSET) << (2 * _BITS)) | ((by + _OFFSET) << _BITS) | (bz + _OFFSET)
+        pos = _block_position(block_keys, key) if block_keys.shape[0] > 0 else -1
+        if pos < 0:
+            for c in range(8):
+                rows[i, c] = -1
+            continue
+        lx, ly, lz = vx - bx * block, vy - by * block, vz - bz * block
+        base = block_slot[pos] * n * n * n + lx * n * n + ly * n + lz
+        for c in range(8):
+            rows[i, c] = tables[base + ((c >> 2) & 1) * n * n + ((c >> 1) & 1) * n + (c & 1)]
+
+
+@_jit
+def _corner_weights(fx, fy, fz, w):
+    one = np.float32(1.0)
+    for c in range(8):
+        wx = fx if (c >> 2) & 1 else one - fx
+        wy = fy if (c >> 1) & 1 else one - fy
+        wz = fz if c & 1 else one - fz
+        w[c] = wx * wy * wz
+
+
+@_jit
+def interpolate_level(rows, frac, emb, feats, col):
+    """``feats[:, col:col+F]`` = trilinear interpolation of the embedding rows (unallocated corners
+    count zero, as in the torch path)."""
+    nf = emb.shape[1]
+    w = np.empty(8, dtype=np.float32)
+    acc = np.empty(nf, dtype=np.float32)
+    for i in range(rows.shape[0]):
+        _corner_weights(frac[i, 0], frac[i, 1], frac[i, 2], w)
+        acc[:] = 0.0
+        for c in range(8):
+            r = rows[i, c]
+            if r < 0:
+                continue
+            wc = w[c]
+            for f in range(nf):
+                acc[f] += wc * emb[r, f]
+        for f in range(nf):
+            feats[i, col + f] = acc[f]
+
+
+@_jit
+def accumulate_point_gradient(rows, frac, voxel_size, emb, grad_feats, col, grad):
+    """``grad`` (N×3) += ∂feats/∂x ᵀ · grad_feats[:, col:col+F]: the chain rule through the trilinear
+    weights of one level (d frac / d x = 1 / voxel size)."""
+    nf = emb.shape[1]
+    one = np.float32(1.0)
+    inv = np.float32(1.0) / np.float32(voxel_size)
+    for i in range(rows.shape[0]):
+        fx, fy, fz = frac[i, 0], frac[i, 1], frac[i, 2]
+        gx = np.float32(0.0)
+        gy = np.float32(0.0)
+        gz = np.float32(0.0)
+        for c in range(8):
+            r = rows[i, c]
+            if r < 0:
+                continue
+            # how much this corner's embedding, projected on the feature gradient, moves the output
+            s = np.float32(0.0)
+            for f in range(nf):
+                s += emb[r, f] * grad_feats[i, col + f]
+            bx, by, bz = (c >> 2) & 1, (c >> 1) & 1, c & 1
+            wx = fx if bx else one - fx
+            wy = fy if by else one - fy
+            wz = fz if bz else one - fz
+            sx = one if bx else -one
+            sy = one if by else -one
+            sz = one if bz else -one
+            gx += s * sx * wy * wz
+            gy += s * wx * sy * wz
+            gz += s * wx * wy * sz
+        grad[i, 0] += gx * inv
+        grad[i, 1] += gy * inv
+        grad[i, 2] += gz * inv
+
+
+@_jit
+def fitted(rows, hits, min_hits, valid):
+    """``valid`` &= the point's finest corners were all fitted at least ``min_hits`` times."""
+    for i in range(rows.shape[0]):
+        if not valid[i]:
+            continue
+        for c in range(8):
+            r = rows[i, c]
+            if r < 0 or hits[r] < min_hits:
+                valid[i] = False
+                break
+
+
+@_jit
+def record_hits(rows, n_first, hits):
+    """Count the first ``n_first`` points whose 8 corners are all allocated as fitted once more."""
+    for i in range(min(n_first, rows.shape[0])):
+        complete = True
+        for c in range(8):
+            if rows[i, c] < 0:
+                complete = False
+                break
+        if complete:
+            for c in range(8):
+                hits[rows[i, c]] += 1
+
+
+@_jit
+def row_adam_level(rows, frac, grad_feats, col, emb, exp_avg, exp_avg_sq, slot, lr, beta1, beta2, eps, step):
+    """One lazy-Adam step (``RowAdam``'s update) of the embedding rows the N points reached, from the
+    gradient of the loss with respect to their interpolated features (``grad_feats[:, col:col+F]``).
+
+    ``slot`` (one int32 per row, all -1 on entry and again on return) maps a touched row to its place in
+    the step's summed gradient, so the step costs the rows it touches, not the table's size.
+    """
+    nf = emb.shape[1]
+    n = rows.shape[0]
+    touched = np.empty(n * 8, dtype=np.int64)
+    count = 0
+    for i in range(n):  # first pass: number the touched rows
+        for c in range(8):
+            r = rows[i, c]
+            if r >= 0 and slot[r] < 0:
+                slot[r] = count
+                touched[count] = r
+                count += 1
+    summed = np.zeros((count, nf), dtype=np.float32)
+    w = np.empty(8, dtype=np.float32)
+    for i in range(n):
+        _corner_weights(frac[i, 0], frac[i, 1], frac[i, 2], w)
+        for c in range(8):
+            r = rows[i, c]
+            if r < 0:
+                continue
+            k = slot[r]
+            wc = w[c]
+            for f in range(nf):
+                summed[k, f] += wc * grad_feats[i, col + f]
+    bias1 = 1.0 - beta1**step
+    bias2 = 1.0 - beta2**step
+    alpha = np.float32(lr * np.sqrt(bias2) / bias1)
+    b1 = np.float32(beta1)
+    b2 = np.float32(beta2)
+    e = np.float32(eps)
+    one = np.float32(1.0)
+    for k in range(count):
+        r = touched[k]
+        slot[r] = -1
+        for f in range(nf):
+            g = summed[k, f]
+            m = exp_avg[r, f] * b1 + (one - b1) * g
+            v = exp_avg_sq[r, f] * b2 + (one - b2) * g * g
+            exp_avg[r, f] = m
+            exp_avg_sq[r, f] = v
+            emb[r, f] -= alpha * (m / (np.sqrt(v) + e))
+    return count
