@@ -49,6 +49,7 @@ from slam.core.geometry import apply_scaled_twist, invert_pose, se3_exp, se3_log
 from slam.core.observation import Observation, PosePrior, PoseTerm
 from slam.core.robust import geman_mcclure_weight
 from slam.engine.engine import TrackingResult
+from slam.engine.normal_equations import normal_equations
 from slam.map.neural_map import NeuralSDFMap
 
 
@@ -351,22 +352,12 @@ class Tracker:
         x = self._world(pts, pose)
         q = self.map.query(x, gradient=True, min_hits=self.cfg.min_hits)
         fit = self._fit(q.sdf, q.valid)
-        keep = q.valid & (q.sdf.abs() < 4 * scale + self.cfg.inlier_threshold)
-        if int(keep.sum()) < 12:
+        h_np, b_np, kept = normal_equations(
+            x, q.sdf, q.grad, q.valid, pose[:3, 3], scale, 4 * scale + self.cfg.inlier_threshold,
+            point_weights, sweep_fractions,
+        )  # fmt: skip
+        if kept < 12:
             return np.zeros(n_out), fit
-        r = q.sdf[keep].double()
-        g = q.grad[keep].double()
-        xc = x[keep].double() - torch.from_numpy(pose[:3, 3].astype(np.float64))  # about the sensor
-        jac = torch.cat([g, torch.cross(xc, g, dim=1)], dim=1)  # N×6
-        w = geman_mcclure_weight(r, scale)
-        if point_weights is not None:
-            w = w * point_weights[keep.cpu()].to(w.device)
-
-        if sweep:
-            jac = torch.cat([jac, jac * sweep_fractions[keep.cpu()].to(jac.device)[:, None]], dim=1)  # N×12
-        h = (jac * w[:, None]).T @ jac
-        b = (jac * (w * r)[:, None]).T @ torch.ones_like(r)[:, None]
-        h_np, b_np = h.numpy(), b.numpy()[:, 0]
         if sweep:
             # prior δ = 0 on the sweep's correction, in the same world axes as this step's unknowns
             prior = sweep_prior * max(float(np.trace(h_np[:6, :6])) / 6, 1e-9)

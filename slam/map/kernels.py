@@ -179,27 +179,23 @@ def record_hits(rows, n_first, hits):
 
 
 @_jit
-def row_adam_level(rows, frac, grad_feats, col, emb, exp_avg, exp_avg_sq, slot, lr, beta1, beta2, eps, step):
-    """One lazy-Adam step (``RowAdam``'s update) of the embedding rows the N points reached, from the
-    gradient of the loss with respect to their interpolated features (``grad_feats[:, col:col+F]``).
-
-    ``slot`` (one int32 per row, all -1 on entry and again on return) maps a touched row to its place in
-    the step's summed gradient, so the step costs the rows it touches, not the table's size.
-    """
-    nf = emb.shape[1]
-    n = rows.shape[0]
-    touched = np.empty(n * 8, dtype=np.int64)
+def _number_touched_rows(rows, slot, touched):
     count = 0
-    for i in range(n):  # first pass: number the touched rows
+    for i in range(rows.shape[0]):
         for c in range(8):
             r = rows[i, c]
             if r >= 0 and slot[r] < 0:
                 slot[r] = count
                 touched[count] = r
                 count += 1
-    summed = np.zeros((count, nf), dtype=np.float32)
+    return count
+
+
+@_jit
+def _sum_row_gradients(rows, frac, grad_feats, col, slot, summed):
+    nf = summed.shape[1]
     w = np.empty(8, dtype=np.float32)
-    for i in range(n):
+    for i in range(rows.shape[0]):
         _corner_weights(frac[i, 0], frac[i, 1], frac[i, 2], w)
         for c in range(8):
             r = rows[i, c]
@@ -209,21 +205,78 @@ def row_adam_level(rows, frac, grad_feats, col, emb, exp_avg, exp_avg_sq, slot, 
             wc = w[c]
             for f in range(nf):
                 summed[k, f] += wc * grad_feats[i, col + f]
-    bias1 = 1.0 - beta1**step
-    bias2 = 1.0 - beta2**step
-    alpha = np.float32(lr * np.sqrt(bias2) / bias1)
-    b1 = np.float32(beta1)
-    b2 = np.float32(beta2)
-    e = np.float32(eps)
+
+
+@_jit
+def _adam_rows(touched, summed, emb, exp_avg, exp_avg_sq, slot, alpha, b1, b2, e):
     one = np.float32(1.0)
-    for k in range(count):
+    for k in range(touched.shape[0]):
         r = touched[k]
         slot[r] = -1
-        for f in range(nf):
+        for f in range(emb.shape[1]):
             g = summed[k, f]
             m = exp_avg[r, f] * b1 + (one - b1) * g
             v = exp_avg_sq[r, f] * b2 + (one - b2) * g * g
             exp_avg[r, f] = m
             exp_avg_sq[r, f] = v
             emb[r, f] -= alpha * (m / (np.sqrt(v) + e))
+
+
+@_jit
+def row_adam_level(rows, frac, grad_feats, col, emb, exp_avg, exp_avg_sq, slot, lr, beta1, beta2, eps, step):
+    """One lazy-Adam step (``RowAdam``'s update) of the embedding rows the N points reached, from the
+    gradient of the loss with respect to their interpolated features (``grad_feats[:, col:col+F]``).
+
+    ``slot`` (one int32 per row, all -1 on entry and again on return) maps a touched row to its place in
+    the step's summed gradient, so the step costs the rows it touches, not the table's size.
+    """
+    touched = np.empty(rows.shape[0] * 8, dtype=np.int64)
+    count = _number_touched_rows(rows, slot, touched)
+    summed = np.zeros((count, emb.shape[1]), dtype=np.float32)
+    _sum_row_gradients(rows, frac, grad_feats, col, slot, summed)
+    bias1 = 1.0 - beta1**step
+    bias2 = 1.0 - beta2**step
+    alpha = np.float32(lr * np.sqrt(bias2) / bias1)
+    _adam_rows(touched[:count], summed, emb, exp_avg, exp_avg_sq, slot, alpha,
+               np.float32(beta1), np.float32(beta2), np.float32(eps))  # fmt: skip
     return count
+
+
+@_jit
+def missing_voxels(points, voxel_size, dilate, block, block_keys, block_slot, tables):
+    """The voxels within ``dilate`` voxels (each way) of the points' voxels that lack one of their 8
+    corner rows (M×3 int64, with repeats): what allocation still has to add. A frame mostly re-observes
+    mapped space, so this replaces sorting every dilated voxel of every point by one lookup each."""
+    n = block + 1
+    vs = np.float32(voxel_size)
+    side = 2 * dilate + 1
+    out = np.empty((points.shape[0] * side * side * side, 3), dtype=np.int64)
+    count = 0
+    n_blocks = block_keys.shape[0]
+    for i in range(points.shape[0]):
+        cx = np.int64(np.floor(points[i, 0] / vs))
+        cy = np.int64(np.floor(points[i, 1] / vs))
+        cz = np.int64(np.floor(points[i, 2] / vs))
+        for dx in range(-dilate, dilate + 1):
+            for dy in range(-dilate, dilate + 1):
+                for dz in range(-dilate, dilate + 1):
+                    vx, vy, vz = cx + dx, cy + dy, cz + dz
+                    complete = False
+                    if n_blocks > 0:
+                        bx, by, bz = vx // block, vy // block, vz // block
+                        key = ((bx + _OFFSET) << (2 * _BITS)) | ((by + _OFFSET) << _BITS) | (bz + _OFFSET)
+                        pos = _block_position(block_keys, key)
+                        if pos >= 0:
+                            lx, ly, lz = vx - bx * block, vy - by * block, vz - bz * block
+                            base = block_slot[pos] * n * n * n + lx * n * n + ly * n + lz
+                            complete = True
+                            for c in range(8):
+                                if tables[base + ((c >> 2) & 1) * n * n + ((c >> 1) & 1) * n + (c & 1)] < 0:
+                                    complete = False
+                                    break
+                    if not complete:
+                        out[count, 0] = vx
+                        out[count, 1] = vy
+                        out[count, 2] = vz
+                        count += 1
+    return out[:count]

@@ -190,9 +190,20 @@ class NeuralSDFMap(nn.Module):
         points = points.to(self.device_, torch.float32)
         added_finest = 0
         with self.writing():
+            pts = np.ascontiguousarray(points.numpy()) if self.compiled else None
             for level, grid in enumerate(self.grids):
-                voxels = _unique_rows(grid.voxels_of(points))
                 r = dilate if level == 0 else 1
+                if pts is not None:  # only the voxels still missing a corner, found by one lookup each
+                    missing = kernels.missing_voxels(
+                        pts, grid.voxel_size, r, grid.block, grid.block_keys.numpy(),
+                        grid._block_slot.numpy(), grid._tables.view(-1).numpy(),
+                    )  # fmt: skip
+                    added = grid.allocate_voxels(torch.from_numpy(missing)) if len(missing) else 0
+                    self._grow(level, grid.num_corners)
+                    if level == 0:
+                        added_finest = added
+                    continue
+                voxels = _unique_rows(grid.voxels_of(points))
                 if r > 0:
                     g = torch.arange(-r, r + 1, device=self.device_)
                     offsets = torch.stack(torch.meshgrid(g, g, g, indexing="ij"), dim=-1).reshape(-1, 3)
