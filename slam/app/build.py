@@ -14,7 +14,7 @@ from slam.frontends import check_sensor
 from slam.frontends.events import EventFrontend
 from slam.frontends.lidar import LidarFrontend
 from slam.frontends.rgbd import RgbdFrontend, RgbdSampling
-from slam.map.neural_map import NeuralSDFMap, build_map
+from slam.map.neural_map import NeuralSDFMap, build_map, set_compute_threads
 
 
 def open_configured_source(cfg: SLAMConfig) -> Source:
@@ -79,7 +79,7 @@ def build_engine(
     (localisation in a saved map)."""
     import torch
 
-    torch.set_num_threads(torch_threads(cfg))
+    set_compute_threads(torch_threads(cfg))
     # the decoder's initial weights and fresh embeddings come from torch's global generator: seed it, or
     # two runs of the same config start from different maps
     torch.manual_seed(cfg.seed)

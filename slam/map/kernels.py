@@ -36,6 +36,51 @@ def _jit(fn):
     return numba.njit(cache=True, nogil=True, fastmath=False)(fn)
 
 
+def _threadsafe_layer() -> bool:
+    """Whether numba has a thread pool that two Python threads may use at once (OpenMP or TBB; numba's
+    own workqueue pool aborts when the tracking and mapping threads both launch parallel loops)."""
+    if numba is None:
+        return False
+    for layer in ("omppool", "tbbpool"):
+        try:
+            __import__(f"numba.np.ufunc.{layer}")
+        except ImportError:
+            continue
+        return True
+    return False
+
+
+PARALLEL = _threadsafe_layer()
+if PARALLEL:
+    numba.config.THREADING_LAYER = "threadsafe"
+
+
+def _jit_per_point(fn):
+    """A per-point loop (``prange``) compiled twice: serial, and split over the calling thread's numba
+    threads (``set_threads``). One thread runs the serial build: a parallel region costs tens of µs."""
+    serial = _jit(fn)
+    if not PARALLEL:
+        return serial
+    parallel = numba.njit(cache=True, nogil=True, parallel=True)(fn)
+
+    def dispatch(*args):
+        return (parallel if numba.get_num_threads() > 1 else serial)(*args)
+
+    dispatch.__name__ = fn.__name__
+    dispatch.__doc__ = fn.__doc__
+    return dispatch
+
+
+def set_threads(n: int) -> int:
+    """Use up to ``n`` cores in this Python thread's per-point loops (numba's setting is per thread);
+    returns the count set (1 where no thread-safe pool exists)."""
+    if not PARALLEL:
+        return 1
+    n = max(1, min(int(n), numba.config.NUMBA_NUM_THREADS))
+    numba.set_num_threads(n)
+    return n
+
+
 @_jit
 def _block_position(block_keys, key):
     """Index of ``key`` in the sorted ``block_keys``, -1 when absent."""
@@ -51,14 +96,14 @@ def _block_position(block_keys, key):
     return -1
 
 
-@_jit
+@_jit_per_point
 def locate_level(points, voxel_size, block, block_keys, block_slot, tables, rows, frac):
     """For N×3 float32 ``points``: each point's 8 corner rows (N×8 int64, -1 where unallocated, in the
     (x, y, z) bit order of ``voxel_grid.CORNERS``) and its position inside its voxel (N×3 float32).
     ``tables`` is the grid's flat table buffer ((block+1)³ entries per slot)."""
     n = block + 1
     vs = np.float32(voxel_size)
-    for i in range(points.shape[0]):
+    for i in numba.prange(points.shape[0]):
         vx = np.int64(0)
         vy = np.int64(0)
         vz = np.int64(0)
@@ -95,35 +140,36 @@ def _corner_weights(fx, fy, fz, w):
         w[c] = wx * wy * wz
 
 
-@_jit
+@_jit_per_point
 def interpolate_level(rows, frac, emb, feats, col):
     """``feats[:, col:col+F]`` = trilinear interpolation of the embedding rows (unallocated corners
     count zero, as in the torch path)."""
     nf = emb.shape[1]
-    w = np.empty(8, dtype=np.float32)
-    acc = np.empty(nf, dtype=np.float32)
-    for i in range(rows.shape[0]):
-        _corner_weights(frac[i, 0], frac[i, 1], frac[i, 2], w)
-        acc[:] = 0.0
-        for c in range(8):
+    one = np.float32(1.0)
+    for i in numba.prange(rows.shape[0]):
+        fx, fy, fz = frac[i, 0], frac[i, 1], frac[i, 2]
+        for f in range(nf):
+            feats[i, col + f] = 0.0
+        for c in range(8):  # no scratch arrays: the loop body runs on several threads
             r = rows[i, c]
             if r < 0:
                 continue
-            wc = w[c]
+            wx = fx if (c >> 2) & 1 else one - fx
+            wy = fy if (c >> 1) & 1 else one - fy
+            wz = fz if c & 1 else one - fz
+            wc = wx * wy * wz
             for f in range(nf):
-                acc[f] += wc * emb[r, f]
-        for f in range(nf):
-            feats[i, col + f] = acc[f]
+                feats[i, col + f] += wc * emb[r, f]
 
 
-@_jit
+@_jit_per_point
 def accumulate_point_gradient(rows, frac, voxel_size, emb, grad_feats, col, grad):
     """``grad`` (N×3) += ∂feats/∂x ᵀ · grad_feats[:, col:col+F]: the chain rule through the trilinear
     weights of one level (d frac / d x = 1 / voxel size)."""
     nf = emb.shape[1]
     one = np.float32(1.0)
     inv = np.float32(1.0) / np.float32(voxel_size)
-    for i in range(rows.shape[0]):
+    for i in numba.prange(rows.shape[0]):
         fx, fy, fz = frac[i, 0], frac[i, 1], frac[i, 2]
         gx = np.float32(0.0)
         gy = np.float32(0.0)

@@ -69,6 +69,13 @@ def build_map(config: NeuralMapConfig | None = None) -> NeuralSDFMap:
     return NeuralSDFMap(cfg)
 
 
+def set_compute_threads(n: int) -> None:
+    """Cores this Python thread's map work may use: torch's intra-op threads and the compiled kernels'
+    per-point loops (both settings are per calling thread)."""
+    torch.set_num_threads(max(1, int(n)))
+    kernels.set_threads(n)
+
+
 def select_device(choice: str) -> torch.device:
     if choice == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

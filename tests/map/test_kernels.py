@@ -46,7 +46,9 @@ def random_map(kernels_choice: str, seed: int = 0) -> NeuralSDFMap:
     return m
 
 
-def test_query_matches_torch_reference() -> None:
+@pytest.mark.parametrize("threads", [1, 2])
+def test_query_matches_torch_reference(threads: int) -> None:
+    kernels.set_threads(threads)  # the serial and the parallel builds of the per-point loops
     ref = random_map("torch")
     fast = random_map("torch")
     fast.compiled = True
