@@ -141,11 +141,14 @@ def _corner_weights(fx, fy, fz, w):
 
 
 @_jit_per_point
-def interpolate_level(rows, frac, emb, feats, col):
+def interpolate_level(rows, frac, emb, feats, col, corners):
     """``feats[:, col:col+F]`` = trilinear interpolation of the embedding rows (unallocated corners
-    count zero, as in the torch path)."""
+    count zero, as in the torch path). With ``corners`` of N×8×F (not 0×8×F) the gathered corner rows
+    are kept there, so the gradient pass reads them in order instead of from the table again (on a large
+    map each corner row is a cache miss)."""
     nf = emb.shape[1]
     one = np.float32(1.0)
+    keep = corners.shape[0] > 0
     for i in numba.prange(rows.shape[0]):
         fx, fy, fz = frac[i, 0], frac[i, 1], frac[i, 2]
         for f in range(nf):
@@ -153,35 +156,39 @@ def interpolate_level(rows, frac, emb, feats, col):
         for c in range(8):  # no scratch arrays: the loop body runs on several threads
             r = rows[i, c]
             if r < 0:
+                if keep:
+                    for f in range(nf):
+                        corners[i, c, f] = 0.0
                 continue
             wx = fx if (c >> 2) & 1 else one - fx
             wy = fy if (c >> 1) & 1 else one - fy
             wz = fz if c & 1 else one - fz
             wc = wx * wy * wz
             for f in range(nf):
-                feats[i, col + f] += wc * emb[r, f]
+                e = emb[r, f]
+                feats[i, col + f] += wc * e
+                if keep:
+                    corners[i, c, f] = e
 
 
 @_jit_per_point
-def accumulate_point_gradient(rows, frac, voxel_size, emb, grad_feats, col, grad):
+def accumulate_point_gradient(corners, frac, voxel_size, grad_feats, col, grad):
     """``grad`` (N×3) += ∂feats/∂x ᵀ · grad_feats[:, col:col+F]: the chain rule through the trilinear
-    weights of one level (d frac / d x = 1 / voxel size)."""
-    nf = emb.shape[1]
+    weights of one level (d frac / d x = 1 / voxel size), from the corner rows ``interpolate_level`` kept
+    (zero for unallocated corners)."""
+    nf = corners.shape[2]
     one = np.float32(1.0)
     inv = np.float32(1.0) / np.float32(voxel_size)
-    for i in numba.prange(rows.shape[0]):
+    for i in numba.prange(corners.shape[0]):
         fx, fy, fz = frac[i, 0], frac[i, 1], frac[i, 2]
         gx = np.float32(0.0)
         gy = np.float32(0.0)
         gz = np.float32(0.0)
         for c in range(8):
-            r = rows[i, c]
-            if r < 0:
-                continue
             # how much this corner's embedding, projected on the feature gradient, moves the output
             s = np.float32(0.0)
             for f in range(nf):
-                s += emb[r, f] * grad_feats[i, col + f]
+                s += corners[i, c, f] * grad_feats[i, col + f]
             bx, by, bz = (c >> 2) & 1, (c >> 1) & 1, c & 1
             wx = fx if bx else one - fx
             wy = fy if by else one - fy

@@ -342,17 +342,21 @@ class NeuralSDFMap(nn.Module):
         return located
 
     def _features_compiled(
-        self, pts: np.ndarray, min_hits: int, record_hits: int
+        self, pts: np.ndarray, min_hits: int, record_hits: int, corners: list[np.ndarray] | None = None
     ) -> tuple[np.ndarray, np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
         """``features`` by the compiled kernels: (N × levels·F features, validity, per-level rows and
-        positions). ``record_hits`` = n counts the first n points' finest corners as fitted."""
+        positions). ``record_hits`` = n counts the first n points' finest corners as fitted; a ``corners``
+        list receives each level's gathered corner rows (N×8×F, for the gradient pass)."""
         nf = self.cfg.feature_dim
         located = self._locate_compiled(pts)
         feats = np.empty((pts.shape[0], nf * len(self.grids)), dtype=np.float32)
         valid = np.ones(pts.shape[0], dtype=bool)
         for level, ((rows, frac), emb) in enumerate(zip(located, self.embeddings)):
             valid &= (rows >= 0).all(axis=1)
-            kernels.interpolate_level(rows, frac, emb.detach().numpy(), feats, level * nf)
+            keep = np.empty((pts.shape[0] if corners is not None else 0, 8, nf), dtype=np.float32)
+            kernels.interpolate_level(rows, frac, emb.detach().numpy(), feats, level * nf, keep)
+            if corners is not None:
+                corners.append(keep)
         rows0 = located[0][0]
         if min_hits > 0:
             kernels.fitted(rows0, self.hits.numpy(), min_hits, valid)
@@ -363,7 +367,8 @@ class NeuralSDFMap(nn.Module):
     def _query_compiled(self, points: torch.Tensor, gradient: bool, color: bool, min_hits: int) -> MapQuery:
         pts = np.ascontiguousarray(points.detach().numpy())
         with self.reading(), torch.no_grad():
-            feats_np, valid, located = self._features_compiled(pts, min_hits, 0)
+            corners: list[np.ndarray] | None = [] if gradient else None
+            feats_np, valid, located = self._features_compiled(pts, min_hits, 0, corners)
             feats = torch.from_numpy(feats_np)
             grad = None
             if gradient:
@@ -371,10 +376,9 @@ class NeuralSDFMap(nn.Module):
                 grad_np = np.zeros((pts.shape[0], 3), dtype=np.float32)
                 g = np.ascontiguousarray(grad_feats.numpy())
                 nf = self.cfg.feature_dim
-                for level, ((rows, frac), grid, emb) in enumerate(zip(located, self.grids, self.embeddings)):
-                    kernels.accumulate_point_gradient(
-                        rows, frac, grid.voxel_size, emb.detach().numpy(), g, level * nf, grad_np
-                    )
+                assert corners is not None
+                for level, ((_, frac), grid, kept) in enumerate(zip(located, self.grids, corners)):
+                    kernels.accumulate_point_gradient(kept, frac, grid.voxel_size, g, level * nf, grad_np)
                 grad = torch.from_numpy(grad_np)
             else:
                 sdf = self.decode_sdf(feats)
