@@ -30,10 +30,19 @@ _BITS = 21  # as slam.map.voxel_grid.pack_keys
 _OFFSET = 1 << (_BITS - 1)
 
 
-def _jit(fn):
+def jit(fn, **options):
+    """``numba.njit`` with the on-disk cache where one can be written (a read-only install without a
+    writable home compiles in memory instead: slower start, same code)."""
     if numba is None:  # pragma: no cover
         return fn
-    return numba.njit(cache=True, nogil=True, fastmath=False)(fn)
+    try:
+        return numba.njit(cache=True, nogil=True, **options)(fn)
+    except RuntimeError:  # numba finds no cache location it may write
+        return numba.njit(cache=False, nogil=True, **options)(fn)
+
+
+def _jit(fn):
+    return jit(fn)
 
 
 def _threadsafe_layer() -> bool:
@@ -61,7 +70,7 @@ def _jit_per_point(fn):
     serial = _jit(fn)
     if not PARALLEL:
         return serial
-    parallel = numba.njit(cache=True, nogil=True, parallel=True)(fn)
+    parallel = jit(fn, parallel=True)
 
     def dispatch(*args):
         return (parallel if numba.get_num_threads() > 1 else serial)(*args)
