@@ -219,14 +219,13 @@ def run_tracking(seq: Sequence, with_events: bool, seed: int = 0) -> dict[str, A
     }
     out.update(trajectory_accuracy(rec))
     if with_events:
-        odo = engine.tracker.odometry
-        out["event_term_events"] = odo.events_processed
-        out["event_term_s"] = round(odo.seconds, 3)
-        out["event_term_events_per_s"] = odo.events_processed / odo.seconds if odo.seconds > 0 else None
-        out["event_term_events_per_cpu_s"] = (
-            odo.events_processed / odo.cpu_seconds if odo.cpu_seconds > 0 else None
-        )
-        out["chose_velocity"] = engine.tracker.chose_velocity
+        ev = engine.frontend_stats()["events"]  # the event frontend's counters (slam.frontends.events)
+        seconds, cpu_seconds = ev["event_term_s"], ev["event_term_cpu_s"]
+        out["event_term_events"] = ev["events"]
+        out["event_term_s"] = round(seconds, 3)
+        out["event_term_events_per_s"] = ev["events"] / seconds if seconds > 0 else None
+        out["event_term_events_per_cpu_s"] = ev["events"] / cpu_seconds if cpu_seconds > 0 else None
+        out["chose_velocity"] = ev["chose_velocity"]
     return out
 
 

@@ -44,3 +44,16 @@ def test_section_replaces_only_its_own():
         new, section(_results(), "python -m bench.events --quick", "today", []), SECTION_TITLE
     )
     assert again.count(SECTION_TITLE) == 1 and "--quick" in again and "keep me" in again
+
+
+def test_run_tracking_reads_the_event_frontends_counters() -> None:
+    """A few demo frames with their events through ``run_tracking``: the event term's counters come from
+    the engine's frontend (they lived on an event tracker before the frontends existed)."""
+    from bench.events import attach_events, prepare_demo, run_tracking
+
+    seq = prepare_demo(frames_total=12, stride=4, progress=False)
+    attach_events(seq)
+    out = run_tracking(seq, with_events=True)
+    assert out["frames"] == len(seq.frames) == 3
+    assert out["event_term_events"] > 0 and out["event_term_s"] > 0
+    assert out["event_term_events_per_s"] > 0
