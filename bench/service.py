@@ -165,7 +165,8 @@ def case_names(args: argparse.Namespace) -> list[tuple[str, int | None]]:
             cases.append(("rgbd-subscribers", None))
     if "lidar" in args.datasets:
         for columns in args.lidar_columns:
-            cases += [("kiss", columns), ("lidar-fast", columns)] + [("lidar-realtime", columns)] * args.runs
+            cases += [] if args.skip_kiss else [("kiss", columns)]
+            cases += [("lidar-fast", columns)] + [("lidar-realtime", columns)] * args.runs
     return cases
 
 
@@ -766,6 +767,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0, help="the drive's scene and noise seed")
     p.add_argument("--lidar-config", type=Path, default=REPO_ROOT / "configs" / "lidar_64.yaml")
     p.add_argument("--lidar-set", action="append", help="LiDAR config override KEY=VALUE (repeatable)")
+    p.add_argument("--skip-kiss", action="store_true", help="no KISS-ICP runs (it needs the bench extra)")
     p.add_argument("--cache", type=Path, default=None, help="cache root for the generated drive")
     p.add_argument(
         "--subscriber-phases", action="store_true", help="add the fast RGB-D run with subscriber phases"
