@@ -381,6 +381,7 @@ def _phase_stats(rows: np.ndarray, track_ms: np.ndarray, lo: int, hi: int) -> di
 def run_fast_with_subscribers(args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
     from slam.service.runtime import SLAMService
 
+    out_dir.mkdir(parents=True, exist_ok=True)  # the subscriber processes write their receipts here
     service = SLAMService(service_config(args, "rgbd", "fast", out_dir))
     total = service.source.length() or 0
     plan = [0, args.subscribers, 0, args.subscribers]
