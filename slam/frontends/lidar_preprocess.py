@@ -1,6 +1,9 @@
 """LiDAR scan preprocessing: range crop, deskew, ground segmentation and voxel downsampling.
 
-Every step is vectorised over the points (numpy); none loops per point, per voxel or per ground patch.
+Every step is vectorised over the points (numpy) or, where a profile of a 64 × 2048 replay showed it, one
+compiled pass (numba, ``nogil``): voxel downsampling (a hash of the voxel keys instead of a sort of them:
+~50 of a scan's ~90 ms of preprocessing) and the principal-component normals (``local_normals``). The numpy
+versions stay as ``*_reference`` and the tests check that both agree; without numba they are used.
 
 **Which instant a deskewed scan refers to.** A spinning LiDAR measures each point from the pose the
 sensor had at that point's own time. :func:`deskew` re-expresses every point in the sensor frame at one
@@ -34,6 +37,11 @@ from pydantic import Field, model_validator
 from scipy.spatial import cKDTree
 
 from slam.core.config import StrictConfig
+
+try:
+    import numba
+except ImportError:  # pragma: no cover - numba is a dependency; the numpy references run without it
+    numba = None
 from slam.core.frames import LidarScan
 from slam.core.geometry import apply_scaled_twist, se3_log
 
@@ -139,12 +147,72 @@ def _pack_keys(cells: np.ndarray) -> np.ndarray:
     return key
 
 
+def _jit(fn):
+    return fn if numba is None else numba.njit(cache=True, nogil=True)(fn)
+
+
+@_jit
+def _first_per_voxel(points, voxel_size, half, bits, out):  # pragma: no cover - compiled
+    """Writes into ``out`` the index of the first point of each occupied voxel, in input order; returns
+    their count, or -1 when a cell coordinate lies outside ±``half`` (the keys' range). Open addressing
+    over a table of at least twice the points: one pass, no sort."""
+    n = points.shape[0]
+    size = 16
+    while size < 2 * n:
+        size *= 2
+    mask = size - 1
+    table = np.full(size, -1, dtype=np.int64)  # key of each slot (keys are ≥ 0)
+    count = 0
+    for i in range(n):
+        # the same float64 division and floor as the reference, so the same voxels
+        cx = np.int64(np.floor(np.float64(points[i, 0]) / voxel_size))
+        cy = np.int64(np.floor(np.float64(points[i, 1]) / voxel_size))
+        cz = np.int64(np.floor(np.float64(points[i, 2]) / voxel_size))
+        if cx < -half or cx >= half or cy < -half or cy >= half or cz < -half or cz >= half:
+            return -1
+        key = (((cx + half) << bits) | (cy + half)) << bits | (cz + half)
+        h = (key * np.int64(-7046029254386353131)) >> np.int64(29)  # a multiplicative (Fibonacci) hash
+        slot = h & mask
+        while True:
+            k = table[slot]
+            if k == -1:
+                table[slot] = key
+                out[count] = i
+                count += 1
+                break
+            if k == key:
+                break
+            slot = (slot + 1) & mask
+    return count
+
+
 def voxel_downsample(points: np.ndarray, voxel_size: float) -> np.ndarray:
     """Indices (ascending) of one point per occupied voxel: the first one in input order.
 
     An original point is kept rather than the voxel's centroid, so per-point attributes (intensity,
-    time, ground label) follow by indexing and no point is moved off its surface.
+    time, ground label) follow by indexing and no point is moved off its surface. Compiled (one hashing
+    pass) when numba imports; :func:`voxel_downsample_reference` gives the same indices.
     """
+    if numba is None:  # pragma: no cover
+        return voxel_downsample_reference(points, voxel_size)
+    if voxel_size <= 0:
+        raise ValueError(f"voxel_size must be positive, got {voxel_size}")
+    pts = np.asarray(points)
+    if len(pts) == 0:
+        return np.zeros(0, dtype=np.int64)
+    if pts.dtype not in (np.float32, np.float64):
+        pts = pts.astype(np.float64)
+    out = np.empty(len(pts), dtype=np.int64)
+    count = _first_per_voxel(pts, float(voxel_size), _KEY_HALF, _KEY_BITS, out)
+    if count < 0:
+        raise ValueError(
+            f"cell coordinates exceed ±{_KEY_HALF} cells: points too far from the origin for this cell size"
+        )
+    return out[:count].copy()
+
+
+def voxel_downsample_reference(points: np.ndarray, voxel_size: float) -> np.ndarray:
+    """:func:`voxel_downsample` by sorting the packed voxel keys (numpy): the reference."""
     if voxel_size <= 0:
         raise ValueError(f"voxel_size must be positive, got {voxel_size}")
     if len(points) == 0:

@@ -54,6 +54,26 @@ def test_voxel_downsample_keeps_the_first_point_of_each_voxel() -> None:
     assert kept.tolist() == sorted(first.values())
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_compiled_voxel_downsample_agrees_with_the_reference(dtype) -> None:
+    """The hashing pass keeps exactly the indices the sort of packed keys keeps: a scan-like cloud (rings of
+    noisy ranges, many points a voxel), points on voxel faces, negative coordinates and a far point."""
+    from slam.frontends.lidar_preprocess import voxel_downsample_reference
+
+    rng = np.random.default_rng(3)
+    az = rng.uniform(-np.pi, np.pi, 60000)
+    el = rng.uniform(-0.4, 0.05, 60000)
+    r = rng.uniform(2.0, 80.0, 60000)
+    ring = np.stack([r * np.cos(el) * np.cos(az), r * np.cos(el) * np.sin(az), r * np.sin(el)], axis=1)
+    faces = rng.integers(-50, 50, (2000, 3)) * 0.4  # exactly on voxel boundaries
+    points = np.concatenate([ring, faces, [[-4000.0, 3.0, 0.0]]]).astype(dtype)
+    for voxel in (0.4, 0.25, 1.0):
+        expected = voxel_downsample_reference(points, voxel)
+        kept = voxel_downsample(points, voxel)
+        assert 1000 < len(kept) < len(points)
+        np.testing.assert_array_equal(kept, expected)
+
+
 def test_voxel_downsample_rejects_bad_input() -> None:
     with pytest.raises(ValueError, match="voxel_size"):
         voxel_downsample(np.zeros((3, 3)), 0.0)
