@@ -28,6 +28,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from pydantic import Field
+from scipy.spatial import cKDTree
 
 from slam.core.config import StrictConfig
 from slam.core.geometry import rotation_angle
@@ -81,6 +82,14 @@ class MapperConfig(StrictConfig):
         10.0, gt=0, description="new keyframe after this much rotation (deg)"
     )
     keyframe_rays: int = Field(4000, ge=100, description="rays kept per keyframe")
+    keyframe_max: int = Field(
+        1000,
+        ge=0,
+        description="keyframes kept at most (0 = all): beyond it the most redundant one goes, the older of the "
+        "two keyframes closest in pose (translation in keyframe_translation units, rotation in "
+        "keyframe_rotation_deg units), never the newest. A keyframe holds ~32 bytes a ray (128 KiB at 4000 "
+        "rays); uncapped, a live LiDAR service at 10 m/s added ~2 GiB of keyframes an hour",
+    )
     pixel_stride: int = Field(2, ge=1, description="RGB-D frames: pixel stride when collecting rays")
     depth_min: float = Field(0.1, ge=0, description="RGB-D frames: ignore depth below this (m)")
     depth_max: float = Field(4.0, gt=0, description="RGB-D frames: ignore depth beyond this (m)")
@@ -163,9 +172,24 @@ class Mapper:
                 else _subset(current, cfg.keyframe_rays, self.rng)
             )
             self.keyframes.append(keep)
+            self._thin_keyframes()
         for _ in range(steps):
             self.step(current)
         self.frames_integrated += 1
+
+    def _thin_keyframes(self) -> None:
+        """Drop keyframes beyond ``keyframe_max``: each time the older of the closest pair in pose space."""
+        cap = self.cfg.keyframe_max
+        while 0 < cap < len(self.keyframes):
+            coords = keyframe_coordinates(
+                np.stack([k.pose for k in self.keyframes]),
+                self.cfg.keyframe_translation,
+                np.radians(self.cfg.keyframe_rotation_deg),
+            )
+            dist, nearest = cKDTree(coords).query(coords, k=2)
+            i = int(np.argmin(dist[:, 1]))
+            # the older of the pair: never the newest, which the next keyframe decision compares with
+            del self.keyframes[min(i, int(nearest[i, 1]))]
 
     def _allocate(self, rays: RaySet) -> None:
         pts = _surface_points(rays)
@@ -310,6 +334,16 @@ class Mapper:
 
     def map_bytes(self) -> int:
         return self.map.map_bytes()
+
+
+def keyframe_coordinates(poses: np.ndarray, translation: float, rotation_rad: float) -> np.ndarray:
+    """K×12 coordinates of K 4×4 poses whose Euclidean distances are about sqrt((Δt / translation)² +
+    (Δθ / rotation_rad)²): the position over ``translation`` and the rotation matrix over √2·``rotation_rad``
+    (the chordal distance ‖R₁ − R₂‖ is 2√2·sin(θ/2) ≈ √2·θ)."""
+    poses = np.asarray(poses, dtype=np.float64)
+    pos = poses[:, :3, 3] / translation
+    rot = poses[:, :3, :3].reshape(len(poses), 9) / (np.sqrt(2.0) * rotation_rad)
+    return np.concatenate([pos, rot], axis=1)
 
 
 def _finite_difference_gradient(neural_map: NeuralSDFMap, x: torch.Tensor, h: float) -> torch.Tensor:

@@ -46,6 +46,7 @@ from slam.core.observation import MotionHistory, Observation, RaySet
 from slam.frontends.lidar_preprocess import (
     LidarPreprocessConfig,
     PreprocessedScan,
+    pca_normals,
     preprocess_scan,
     range_mask,
 )
@@ -290,10 +291,7 @@ class LidarFrontend:
         if len(pts) >= 3 and len(fit):
             k = min(self.cfg.normal_neighbors, len(pts))
             _, nbr = cKDTree(pts).query(pts[idx[fit]], k=k)
-            local = pts[nbr] - pts[nbr].mean(axis=1, keepdims=True)  # N×k×3
-            cov = np.einsum("nki,nkj->nij", local, local)
-            _, vec = np.linalg.eigh(cov)
-            normals[fit] = vec[:, :, 0]
+            normals[fit] = pca_normals(pts, nbr.reshape(len(fit), k))
         if prep.ground_normals is not None:
             normals[ground] = prep.ground_normals[idx[ground]]
         elif ground.any():

@@ -11,6 +11,10 @@ query. Its cost must not grow with the map faster than a copy of the sorted key 
 stored in allocation order in a buffer that grows geometrically (the sorted block keys carry each block's
 slot in it), and new keys are merged into the sorted arrays by their ``searchsorted`` positions rather than
 by sorting everything again. Coordinates are packed into int64 keys: 21 bits per axis, about ±10⁶ voxels.
+
+Rows are stored as int32 (block tables, corner rows): a level never holds 2³¹ corners (that would be 64 GiB
+of 8-channel float32 embeddings), and the tables, (block + 1)³ entries a block for about (block + 1)³ / 4
+corners on a LiDAR drive, were the largest part of the map in int64. Lookups return int64 rows as before.
 """
 
 from __future__ import annotations
@@ -75,6 +79,9 @@ def unpack_keys(keys: torch.Tensor) -> torch.Tensor:
 # the 8 corners of a unit cube, in the bit order (x, y, z) used for trilinear weights
 CORNERS = torch.tensor([[i >> 2 & 1, i >> 1 & 1, i & 1] for i in range(8)], dtype=torch.int64)
 
+#: dtype of stored rows (block tables, corner rows); see the module docstring
+ROW_DTYPE = torch.int32
+
 
 class SparseVoxelGrid:
     """One resolution level: voxel size, blocks of corner indices, and the corner-embedding count."""
@@ -86,9 +93,9 @@ class SparseVoxelGrid:
         self.block_keys = torch.empty(0, dtype=torch.int64, device=self.device)  # sorted
         # the table of block_keys[i] is _tables[_block_slot[i]]; _tables is in allocation order (append only)
         self._block_slot = torch.empty(0, dtype=torch.int64, device=self.device)
-        self._tables = torch.empty(0, *(self.block + 1,) * 3, dtype=torch.int64, device=self.device)
+        self._tables = torch.empty(0, *(self.block + 1,) * 3, dtype=ROW_DTYPE, device=self.device)
         self.corner_keys = torch.empty(0, dtype=torch.int64, device=self.device)  # sorted
-        self.corner_rows = torch.empty(0, dtype=torch.int64, device=self.device)  # row of each sorted key
+        self.corner_rows = torch.empty(0, dtype=ROW_DTYPE, device=self.device)  # row of each sorted key
         self.num_corners = 0
 
     # -- queries -------------------------------------------------------------------------------
@@ -124,7 +131,7 @@ class SparseVoxelGrid:
         # times faster than advanced indexing on CPU
         base = slot * n**3 + (local * torch.tensor([n * n, n, 1], device=voxels.device)).sum(dim=1)
         idx = base[:, None] + self._corner_offsets(n, voxels.device)[None, :]
-        table = self._tables.view(-1).index_select(0, idx.reshape(-1)).view(-1, 8)
+        table = self._tables.view(-1).index_select(0, idx.reshape(-1)).view(-1, 8).to(torch.int64)
         return torch.where(hit[:, None], table, rows)
 
     _offsets_cache: dict = {}
@@ -163,7 +170,7 @@ class SparseVoxelGrid:
         pos = torch.searchsorted(self.block_keys, pack_keys(blocks))
         slot = self._block_slot.index_select(0, pos).repeat_interleave(8)
         local = corners - blocks.repeat_interleave(8, dim=0) * self.block
-        self._tables[slot, local[:, 0], local[:, 1], local[:, 2]] = self.corner_row(corners)
+        self._tables[slot, local[:, 0], local[:, 1], local[:, 2]] = self.corner_row(corners).to(ROW_DTYPE)
         return added
 
     def _complete(self, voxels: torch.Tensor) -> torch.Tensor:
@@ -180,7 +187,11 @@ class SparseVoxelGrid:
         if new.numel() == 0:
             return 0
         new = torch.unique(new)  # sorted (the caller's keys usually are already)
-        rows = torch.arange(self.num_corners, self.num_corners + new.numel(), device=self.device)
+        if self.num_corners + new.numel() > torch.iinfo(ROW_DTYPE).max:
+            raise RuntimeError(f"voxel grid: more than {torch.iinfo(ROW_DTYPE).max} corners on one level")
+        rows = torch.arange(
+            self.num_corners, self.num_corners + new.numel(), dtype=ROW_DTYPE, device=self.device
+        )
         self.corner_keys, source = merge_sorted(self.corner_keys, new)
         self.corner_rows = torch.cat([self.corner_rows, rows]).index_select(0, source)
         self.num_corners += int(new.numel())
@@ -193,7 +204,8 @@ class SparseVoxelGrid:
         keys = pack_keys(corners)
         pos = torch.searchsorted(self.corner_keys, keys).clamp_max(self.corner_keys.numel() - 1)
         found = self.corner_keys.index_select(0, pos) == keys
-        return torch.where(found, self.corner_rows.index_select(0, pos), torch.full_like(pos, -1))
+        rows = self.corner_rows.index_select(0, pos).to(torch.int64)
+        return torch.where(found, rows, torch.full_like(pos, -1))
 
     def _add_blocks(self, keys: torch.Tensor) -> None:
         if self.block_keys.numel():
@@ -241,8 +253,10 @@ class SparseVoxelGrid:
     def load_state_dict(self, state: dict) -> None:
         self.voxel_size = float(state["voxel_size"])
         self.block = int(state["block"])
-        for name in ("block_keys", "corner_keys", "corner_rows"):
-            setattr(self, name, state[name].to(self.device))
-        self._tables = state["block_tables"].to(self.device)
+        # files written before rows were int32 hold int64 rows: same values, stored narrower
+        self.block_keys = state["block_keys"].to(self.device, torch.int64)
+        self.corner_keys = state["corner_keys"].to(self.device, torch.int64)
+        self.corner_rows = state["corner_rows"].to(self.device, ROW_DTYPE)
+        self._tables = state["block_tables"].to(self.device, ROW_DTYPE)
         self._block_slot = torch.arange(self.block_keys.numel(), dtype=torch.int64, device=self.device)
         self.num_corners = int(state["num_corners"])

@@ -210,3 +210,47 @@ def test_every_maps_only_every_nth_offered_frame() -> None:
     assert mapped == [True, False, False, True, False, False, True]
     assert mapper.frames_offered == 7 and mapper.frames_integrated == 3
     assert all(np.array_equal(k.pose, p) for k, p in zip(mapper.keyframes, poses[::3], strict=True))
+
+
+def test_keyframe_coordinates_measure_motion_in_keyframe_units() -> None:
+    from slam.engine.mapper import keyframe_coordinates
+
+    a = np.eye(4)
+    b = np.eye(4)
+    b[:3, 3] = (0.3, 0.0, 0.0)  # 3 units of 0.1 m
+    c = np.eye(4)
+    c[:3, :3] = Rotation.from_rotvec([0.0, 0.0, np.radians(20.0)]).as_matrix()  # 2 units of 10°
+    coords = keyframe_coordinates(np.stack([a, b, c]), 0.1, np.radians(10.0))
+    assert np.linalg.norm(coords[1] - coords[0]) == pytest.approx(3.0)
+    # the chordal distance 2√2·sin(θ/2) over √2·(10°): 2·sin(10°) / 0.1745 rad
+    assert np.linalg.norm(coords[2] - coords[0]) == pytest.approx(
+        2 * np.sin(np.radians(10.0)) / np.radians(10.0)
+    )
+
+
+def test_keyframe_cap_drops_the_older_of_the_closest_pair_never_the_newest() -> None:
+    m, mapper = new_mapper(
+        first_frame_iterations=0, iterations=0, keyframe_translation=0.10, keyframe_rays=200, keyframe_max=3
+    )
+    rays = rays_of(mapper, FACING)
+
+    def at(back: float) -> RaySet:
+        motion = np.eye(4)
+        motion[2, 3] = -back  # back along the optical axis
+        return RaySet(rays.dirs, rays.ray_depth, rays.cos, rays.color, FACING @ motion)
+
+    def kept() -> list[float]:
+        return [round(float(-(np.linalg.inv(FACING) @ k.pose)[2, 3]), 3) for k in mapper.keyframes]
+
+    for back in (0.0, 0.5, 1.0, 1.12):  # all keyframes (> 0.1 m apart); the 4th exceeds the cap
+        mapper.integrate_rays(at(back))
+    assert kept() == [0.0, 0.5, 1.12]  # 1.0 and 1.12 were the closest pair: the older went
+    mapper.integrate_rays(at(2.0))
+    assert kept() == [0.5, 1.12, 2.0]  # now 0.0 and 0.5 are the closest
+    # 0 keeps every keyframe
+    _, uncapped = new_mapper(
+        first_frame_iterations=0, iterations=0, keyframe_translation=0.10, keyframe_max=0
+    )
+    for back in (0.0, 0.5, 1.0, 1.12, 2.0):
+        uncapped.integrate_rays(at(back))
+    assert len(uncapped.keyframes) == 5

@@ -54,6 +54,26 @@ def test_voxel_downsample_keeps_the_first_point_of_each_voxel() -> None:
     assert kept.tolist() == sorted(first.values())
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_compiled_voxel_downsample_agrees_with_the_reference(dtype) -> None:
+    """The hashing pass keeps exactly the indices the sort of packed keys keeps: a scan-like cloud (rings of
+    noisy ranges, many points a voxel), points on voxel faces, negative coordinates and a far point."""
+    from slam.frontends.lidar_preprocess import voxel_downsample_reference
+
+    rng = np.random.default_rng(3)
+    az = rng.uniform(-np.pi, np.pi, 60000)
+    el = rng.uniform(-0.4, 0.05, 60000)
+    r = rng.uniform(2.0, 80.0, 60000)
+    ring = np.stack([r * np.cos(el) * np.cos(az), r * np.cos(el) * np.sin(az), r * np.sin(el)], axis=1)
+    faces = rng.integers(-50, 50, (2000, 3)) * 0.4  # exactly on voxel boundaries
+    points = np.concatenate([ring, faces, [[-4000.0, 3.0, 0.0]]]).astype(dtype)
+    for voxel in (0.4, 0.25, 1.0):
+        expected = voxel_downsample_reference(points, voxel)
+        kept = voxel_downsample(points, voxel)
+        assert 1000 < len(kept) < len(points)
+        np.testing.assert_array_equal(kept, expected)
+
+
 def test_voxel_downsample_rejects_bad_input() -> None:
     with pytest.raises(ValueError, match="voxel_size"):
         voxel_downsample(np.zeros((3, 3)), 0.0)
@@ -284,3 +304,47 @@ def test_config_validation_names_the_problem() -> None:
     with pytest.raises(ValidationError, match="voxel_siz"):
         LidarPreprocessConfig.model_validate({"voxel_siz": 0.2})
     assert LidarPreprocessConfig.model_validate({"ground": {"enabled": False}}).ground.enabled is False
+
+
+# ------------------------------------------------------------------------------------------- normals
+
+
+def test_compiled_pca_normals_agree_with_numpys_eigh() -> None:
+    """The compiled Jacobi eigen-solve gives eigh's smallest eigenvector (up to sign) on noisy planes in every
+    orientation, blobs and lines; where the two smallest eigenvalues (nearly) tie, any unit vector of that
+    eigenspace is right, so there it must give that eigenvalue."""
+    from slam.frontends.lidar_preprocess import pca_normals, pca_normals_reference
+
+    rng = np.random.default_rng(7)
+    n, k = 3000, 10
+    normal = rng.normal(size=(n, 3))
+    normal /= np.linalg.norm(normal, axis=1, keepdims=True)
+    u = np.cross(normal, rng.normal(size=(n, 3)))
+    u /= np.linalg.norm(u, axis=1, keepdims=True)
+    w = np.cross(normal, u)
+    a, b = rng.normal(size=(2, n, k, 1))
+    noise = rng.choice([1e-3, 0.05, 1.0, 0.0], size=(n, 1, 1))  # planes, thick planes, blobs, exact planes
+    points = (
+        rng.normal(size=(n, 1, 3)) * 20 + a * u[:, None] + b * w[:, None] + noise * rng.normal(size=(n, k, 3))
+    )
+    points[:200] = rng.normal(size=(200, 1, 3)) + a[:200] * u[:200, None]  # lines: a tied smallest pair
+    pts = points.reshape(-1, 3)
+    nbr = np.arange(n * k).reshape(n, k)
+    got = pca_normals(pts, nbr)
+    ref = pca_normals_reference(pts, nbr)
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-12)
+    local = points - points.mean(axis=1, keepdims=True)
+    cov = np.einsum("nki,nkj->nij", local, local)
+    eigval = np.linalg.eigvalsh(cov)
+    scale = eigval[:, 2:3]
+    # an eigenvector of the smallest eigenvalue: C·n = λ₀·n, relative to the largest eigenvalue
+    residual = np.einsum("nij,nj->ni", cov, got) - eigval[:, :1] * got
+    assert np.abs(residual / scale).max() < 1e-9
+    gap = (eigval[:, 1] - eigval[:, 0]) / scale[:, 0]
+    clear = gap > 1e-3
+    assert clear.sum() > 2000
+    np.testing.assert_allclose(np.abs(np.einsum("ij,ij->i", got[clear], ref[clear])), 1.0, atol=1e-9)
+    # and the same normals where planes were sampled: against the plane's true normal
+    planar = clear & (noise[:, 0, 0] <= 1e-3)
+    planar[:200] = False
+    assert np.abs(np.einsum("ij,ij->i", got[planar], normal[planar])).min() > 0.999

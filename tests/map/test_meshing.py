@@ -277,3 +277,28 @@ def test_a_budgeted_update_leaves_the_rest_for_the_next_and_ends_with_the_same_m
     assert step.pieces.keys() == whole.pieces.keys()
     for k, p in whole.pieces.items():
         np.testing.assert_array_equal(step.pieces[k].vertices, p.vertices)
+
+
+def test_no_query_exceeds_batch_points_and_the_mesh_is_unchanged(monkeypatch) -> None:
+    """A chunk's fine samples are queried in parts of at most ``batch_points`` (one query of a whole chunk's
+    fine grid raised a LiDAR run's peak memory by half a gigabyte); the mesh is the one unsplit queries give,
+    to the last bit of float32 (the decoder's matmuls round differently with the batch's size)."""
+    m = fitted("sphere")
+    whole = BlockMesher(m, batch_points=10**9)
+    whole.update()
+    sizes: list[int] = []
+    query = m.query
+
+    def counting_query(points, *args, **kwargs):
+        sizes.append(points.shape[0])
+        return query(points, *args, **kwargs)
+
+    monkeypatch.setattr(m, "query", counting_query)
+    limit = 3 * 9**3  # three blocks of coarse corners: a chunk of three blocks has ~7x more fine samples
+    split = BlockMesher(m, batch_points=limit)
+    split.update()
+    assert max(sizes) <= limit and sizes.count(limit) > 1  # the fine grids were split, in full parts
+    assert split.pieces.keys() == whole.pieces.keys()
+    for k, p in whole.pieces.items():
+        np.testing.assert_allclose(split.pieces[k].vertices, p.vertices, rtol=0, atol=1e-6)
+        np.testing.assert_array_equal(split.pieces[k].faces, p.faces)

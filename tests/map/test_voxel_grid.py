@@ -315,3 +315,29 @@ def test_block_tables_follow_the_sorted_block_keys_after_many_allocations() -> N
         if local.numel():
             rows = grid.corner_row(origins[i][None] + local)
             assert torch.equal(rows, tables[i][tables[i] >= 0])
+
+
+# -- memory ----------------------------------------------------------------------------------------
+def test_index_bytes_of_one_voxel_are_int32_rows() -> None:
+    """One voxel: one block table of (block + 1)³ int32 rows, its block key (int64) and slot (int64), and
+    8 corners of an int64 key and an int32 row each. Known answer: 729·4 + 8 + 8 + 8·(8 + 4) bytes."""
+    grid = SparseVoxelGrid(0.1, block=8)
+    assert grid.allocate_voxels(torch.tensor([[3, -2, 5]])) == 8
+    assert grid._tables.dtype == torch.int32 and grid.corner_rows.dtype == torch.int32
+    assert grid.index_bytes() == 9**3 * 4 + 8 + 8 + 8 * (8 + 4)
+    # lookups still hand out int64 rows (the compiled kernels and F.embedding take them)
+    assert grid.voxel_corner_rows(torch.tensor([[3, -2, 5]])).dtype == torch.int64
+    assert grid.corner_row(torch.tensor([[3, -2, 5]])).dtype == torch.int64
+
+
+def test_int64_rows_of_older_map_files_load_as_int32() -> None:
+    grid = SparseVoxelGrid(0.1, block=4)
+    grid.allocate_voxels(torch.tensor([[0, 0, 0], [5, 1, -3], [9, 9, 9]]))
+    state = grid.state_dict()
+    old = dict(state, block_tables=state["block_tables"].long(), corner_rows=state["corner_rows"].long())
+    fresh = SparseVoxelGrid(1.0)
+    fresh.load_state_dict(old)
+    assert fresh._tables.dtype == torch.int32 and fresh.corner_rows.dtype == torch.int32
+    assert torch.equal(fresh.block_tables, grid.block_tables)
+    voxels = torch.tensor([[0, 0, 0], [5, 1, -3], [9, 9, 9], [1, 2, 3]])
+    assert torch.equal(fresh.voxel_corner_rows(voxels), grid.voxel_corner_rows(voxels))
