@@ -65,8 +65,9 @@ class ServiceConfig(StrictConfig):
     mapping_max_age_s: float = Field(
         2.0,
         gt=0,
-        description="status: the mapper counts as behind (short_of: mapping) when the newest mapped frame "
-        "arrived longer ago than this while newer frames were tracked",
+        description="the mapper counts as behind (status short_of: mapping) when the newest mapped frame "
+        "arrived longer ago than this while newer frames were tracked; a frame waiting half of this is "
+        "mapped taking turns with tracking (a step per tracked frame), no longer after it",
     )
     load_map: Path | None = Field(None, description="start from this saved map (slam run --load-map)")
     localize_only: bool = Field(False, description="track in the loaded map without mapping (needs load_map)")

@@ -6,8 +6,11 @@ units (allocation, then one optimiser step at a time) and, before each unit, ``w
 blocks while the tracking thread is tracking a frame or a frame waits in the driver → tracking hand-off.
 A unit already begun runs to its end (tens of ms), so tracking waits for at most one of them.
 
-``cap_s`` bounds each wait, so a tracker that is always busy (slower than the frame rate) or wedged
-cannot starve the map: the mapper then gets one unit per ``cap_s``. While the tracker waits for the
+``cap_s`` bounds each wait, so a wedged tracker cannot starve the map. A tracker slower than the frame
+rate is always busy, and strict priority would leave the map one unit per ``cap_s``: the tracker soon
+loses a map that no longer covers its view. So the mapper can ask to wait only ``until_frame_ends``
+(the frame being tracked, or the one waiting, is done): tracking and mapping then take turns, a frame
+and a step, which the mapping worker does once the frame it maps has waited too long. While the tracker waits for the
 mapper (the first map, a full blocking map hand-off) or the run is paused, waiting frames do not count.
 """
 
@@ -28,6 +31,7 @@ class TrackingPriority:
         self._cond = threading.Condition()
         self._busy = False  # tracking a frame
         self._waiting_on_mapper = 0  # >0: the tracker waits for the mapper, which must not wait for it
+        self.tracked = 0  # frames tracked so far (a turn ends when it grows)
         self.waits = 0  # waits that found tracking wanting the cores
         self.waited_s = 0.0  # total time the mapper waited
         self.capped = 0  # waits that ended at cap_s with tracking still wanting the cores
@@ -47,6 +51,7 @@ class TrackingPriority:
         finally:
             with self._cond:
                 self._busy = False
+                self.tracked += 1
                 self._cond.notify_all()
 
     @contextlib.contextmanager
@@ -61,15 +66,18 @@ class TrackingPriority:
             with self._cond:
                 self._waiting_on_mapper -= 1
 
-    def wait_for_tracking(self) -> float:
-        """Block while tracking wants the cores, at most ``cap_s``; returns the seconds waited."""
+    def wait_for_tracking(self, until_frame_ends: bool = False) -> float:
+        """Block while tracking wants the cores (``until_frame_ends``: only until the frame tracked or
+        waiting now is done), at most ``cap_s``; returns the seconds waited."""
         with self._cond:
             if not self.tracking_wants_cores():
                 return 0.0
             t0 = time.monotonic()
             deadline = t0 + self.cap_s
+            # the frame being tracked, or the one waiting (the tracker takes it at once), is the next done
+            turn_ends = self.tracked + 1 if until_frame_ends else None
             self.waits += 1
-            while self.tracking_wants_cores():
+            while self.tracking_wants_cores() and (turn_ends is None or self.tracked < turn_ends):
                 left = deadline - time.monotonic()
                 if left <= 0:
                     self.capped += 1

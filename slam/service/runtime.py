@@ -224,7 +224,9 @@ class SLAMService:
                 self.publish_mesh, scfg.publish.mesh_every_s, scfg.mesh_max_share, scfg.mesh_update_budget_s
             )
         schedule = (
-            MappingSchedule(self.priority, scfg.mapping_max_share) if self.priority is not None else None
+            MappingSchedule(self.priority, scfg.mapping_max_share, turns_after_s=scfg.mapping_max_age_s / 2)
+            if self.priority is not None
+            else None
         )
         self.threads.mapping = MappingWorker(
             self.stages, self.torch_threads, mesh, on_crash=self._on_mapping_crashed, schedule=schedule

@@ -11,7 +11,9 @@ changed and publishes them. An exception in mapping is logged and reported on st
 thread ends and tracking goes on against the map as it was (``reset`` or ``load_map`` start a new one).
 
 In realtime and live runs tracking has the cores first (``slam.service.priority``): the mapper waits
-before each allocation and optimiser step while a frame is being tracked or waits to be, and spends
+before each allocation and optimiser step while a frame is being tracked or waits to be (once the
+frame it maps has waited ``MappingSchedule.turns_after_s``, only until the frame being tracked ends: the
+two take turns), and spends
 what tracking leaves by a time budget (``MappingSchedule``): with a backlog it skips queued frames that
 would not be keyframes (the newest is kept); with nothing queued it refines the map on its keyframes,
 as long as mapping took less than ``service.mapping_max_share`` of the recent wall time.
@@ -134,6 +136,9 @@ class MappingSchedule:
 
     priority: TrackingPriority  # the mapper waits on it before each unit of work
     max_share: float  # service.mapping_max_share: refine only while mapping took less of the wall time
+    #: a frame that arrived longer ago than this is mapped taking turns with tracking (a step per frame
+    #: tracked), not after it: a tracker slower than the frames would otherwise starve the map it needs
+    turns_after_s: float = 1.0
     window_s: float = 2.0  # over which that share is measured
 
 
@@ -204,6 +209,8 @@ class MappingWorker(threading.Thread):
         self.meter = WorkMeter()
         self.waited_s = 0.0  # in the mapper's before_step hook, for tracking
         self.last_mapped_available_at: float | None = None  # perf_counter() when the driver got it
+        self._arrived_at: float | None = None  # that of the frame being mapped (None: refining)
+        self.mapped_age_s: list[float] = []  # per mapped frame: seconds from its arrival to its map
         self.busy = False
         self.abort = threading.Event()  # drain deadline passed: stop after the current frame
         self._next_mesh = time.monotonic() + (mesh.every_s if mesh is not None else 0.0)
@@ -245,13 +252,15 @@ class MappingWorker(threading.Thread):
             if item.generation != pipeline.generation:
                 self.stale += 1
                 return
-            with self._working(pipeline.mapper):
+            with self._working(pipeline.mapper, item.available_at):
                 pipeline.engine.map(item.result)
             self.mapped += 1
             self._unmeshed = True
             pipeline.ready.set()
         svc.last_mapped_stamp = item.frame.timestamp
         self.last_mapped_available_at = item.available_at
+        if item.available_at:
+            self.mapped_age_s.append(time.perf_counter() - item.available_at)
 
     def _newest_worth_mapping(self, item: MapItem) -> MapItem:
         """With a backlog, skip queued frames that would not be keyframes, up to the newest: the cores
@@ -290,12 +299,13 @@ class MappingWorker(threading.Thread):
             self.refine_steps += steps
 
     @contextlib.contextmanager
-    def _working(self, mapper: Any):
-        """One unit of mapping work: the priority hook installed, its time and steps metered (less the
-        time spent waiting for tracking)."""
+    def _working(self, mapper: Any, arrived_at: float | None = None):
+        """One unit of mapping work (a frame that ``arrived_at``, or refinement): the priority hook
+        installed, its time and steps metered (less the time spent waiting for tracking)."""
         hooked = self.schedule is not None and hasattr(mapper, "before_step")
         if hooked:
             mapper.before_step = self._before_step
+        self._arrived_at = arrived_at
         steps0 = getattr(mapper, "steps_done", 0)
         t0, waited0 = time.monotonic(), self.waited_s
         self.busy = True
@@ -308,8 +318,10 @@ class MappingWorker(threading.Thread):
             self.meter.add(now, busy, getattr(mapper, "steps_done", 0) - steps0)
 
     def _before_step(self) -> None:
-        assert self.schedule is not None
-        self.waited_s += self.schedule.priority.wait_for_tracking()
+        schedule, arrived = self.schedule, self._arrived_at
+        assert schedule is not None
+        late = arrived is not None and time.perf_counter() - arrived > schedule.turns_after_s
+        self.waited_s += schedule.priority.wait_for_tracking(until_frame_ends=late)
 
     def _publish_mesh_if_due(self) -> None:
         svc, mesh = self.stages, self.mesh
