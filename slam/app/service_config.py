@@ -55,6 +55,14 @@ class ServiceConfig(StrictConfig):
         description="tracking_priority: the longest the mapper waits for tracking before one step, so a "
         "tracker slower than the frame rate still leaves the map a step every this many seconds",
     )
+    mapping_turns_after_s: float = Field(
+        1.0,
+        ge=0,
+        description="tracking_priority: a frame that waited this long to be mapped is mapped taking turns "
+        "with tracking (a step per tracked frame) instead of after it: a tracker slower than the frame rate "
+        "(7-Scenes at 30 Hz on 2 cores) is always busy and would leave the map a step per "
+        "mapping_yield_cap_s; 0: always take turns",
+    )
     mapping_max_share: float = Field(
         0.5,
         ge=0,
@@ -66,8 +74,7 @@ class ServiceConfig(StrictConfig):
         2.0,
         gt=0,
         description="the mapper counts as behind (status short_of: mapping) when the newest mapped frame "
-        "arrived longer ago than this while newer frames were tracked; a frame waiting half of this is "
-        "mapped taking turns with tracking (a step per tracked frame), no longer after it",
+        "arrived longer ago than this while newer frames were tracked",
     )
     load_map: Path | None = Field(None, description="start from this saved map (slam run --load-map)")
     localize_only: bool = Field(False, description="track in the loaded map without mapping (needs load_map)")

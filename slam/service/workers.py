@@ -13,10 +13,10 @@ thread ends and tracking goes on against the map as it was (``reset`` or ``load_
 In realtime and live runs tracking has the cores first (``slam.service.priority``): the mapper waits
 before each allocation and optimiser step while a frame is being tracked or waits to be (once the
 frame it maps has waited ``MappingSchedule.turns_after_s``, only until the frame being tracked ends: the
-two take turns), and spends
-what tracking leaves by a time budget (``MappingSchedule``): with a backlog it skips queued frames that
-would not be keyframes (the newest is kept); with nothing queued it refines the map on its keyframes,
-as long as mapping took less than ``service.mapping_max_share`` of the recent wall time.
+two take turns), and spends what tracking leaves by a time budget (``MappingSchedule``): with a backlog
+it skips queued frames that would not be keyframes (the newest is kept); with nothing queued it refines
+the map on its keyframes, as long as mapping took less than ``service.mapping_max_share`` of the recent
+wall time.
 
 Each thread holds its stage lock (``track_lock`` / ``map_lock``) only while it works on one item, so
 control commands that swap the pipeline or read the mapper wait for at most one frame.
@@ -305,7 +305,7 @@ class MappingWorker(threading.Thread):
         hooked = self.schedule is not None and hasattr(mapper, "before_step")
         if hooked:
             mapper.before_step = self._before_step
-        self._arrived_at = arrived_at
+        self._arrived_at = arrived_at or None  # 0: not known (a MapItem built without it)
         steps0 = getattr(mapper, "steps_done", 0)
         t0, waited0 = time.monotonic(), self.waited_s
         self.busy = True
