@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import signal
 import threading
 import time
@@ -195,7 +194,7 @@ class SLAMService:
         )
         self.threads.tracking = TrackingWorker(
             st,
-            self._tracking_threads(),
+            self.torch_threads,
             mapping_alive=self.threads.mapping_alive,
             request_shutdown=self.request_shutdown,
             on_done=self._on_tracking_done,
@@ -211,14 +210,6 @@ class SLAMService:
         self.threads.driver.start()
         self.threads.status.start()
         log.info("service running: mode %s, source %s", self.mode, self.source_name)
-
-    def _tracking_threads(self) -> int:
-        """Torch threads of the tracking thread: with tracking priority it mostly runs alone, so it takes
-        all the cores unless ``threads`` says otherwise (7-Scenes realtime on 2 busy cores, tracking ms
-        median: 182 with 1 thread, 121 with 2)."""
-        if self.priority is not None and self.cfg.threads == 0:
-            return os.cpu_count() or self.torch_threads
-        return self.torch_threads
 
     def _ensure_mapping_thread(self) -> None:
         """A mapping thread for the current pipeline, started anew after a crash (reset / load_map)."""
