@@ -138,7 +138,7 @@ class MappingSchedule:
     max_share: float  # service.mapping_max_share: refine only while mapping took less of the wall time
     #: a frame that arrived longer ago than this is mapped taking turns with tracking (a step per frame
     #: tracked), not after it: a tracker slower than the frames would otherwise starve the map it needs
-    turns_after_s: float = 1.0
+    turns_after_s: float = 0.0
     window_s: float = 2.0  # over which that share is measured
 
 
