@@ -43,6 +43,40 @@ class ServiceConfig(StrictConfig):
         "true in fast mode, false otherwise (realtime and live: mapping never holds tracking back; tracked "
         "frames the mapper has no room for are counted as not mapped)",
     )
+    tracking_priority: bool = Field(
+        True,
+        description="realtime and live modes: the mapper waits before each optimiser step while a frame is "
+        "tracked or waits to be, so tracking never shares the cores with mapping (on 2 cores it took twice "
+        "its replay time when they ran at once); false: both run at once, as in fast mode",
+    )
+    mapping_yield_cap_s: float = Field(
+        0.5,
+        gt=0,
+        description="tracking_priority: the longest the mapper waits for tracking before one step, so a "
+        "tracker slower than the frame rate still leaves the map a step every this many seconds",
+    )
+    mapping_turns_after_s: float = Field(
+        0.0,
+        ge=0,
+        description="tracking_priority: a frame that waited this long to be mapped is mapped taking turns "
+        "with tracking (the mapper waits for the frame being tracked to end, not for a frame-free moment): "
+        "a tracker slower than the frame rate (7-Scenes at 30 Hz on 2 cores) is always busy and would leave "
+        "the map a step per mapping_yield_cap_s. 0 (measured best: 7-Scenes realtime, 12 of 200 frames "
+        "mapped against 6 with 1 s, and fewer lost): whenever tracking cannot keep up",
+    )
+    mapping_max_share: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="realtime and live modes: with no frame to map, the mapper refines the map on its "
+        "keyframes while mapping took less than this share of the last 2 s of wall time (0: never)",
+    )
+    mapping_max_age_s: float = Field(
+        2.0,
+        gt=0,
+        description="the mapper counts as behind (status short_of: mapping) when the newest mapped frame "
+        "arrived longer ago than this while newer frames were tracked",
+    )
     load_map: Path | None = Field(None, description="start from this saved map (slam run --load-map)")
     localize_only: bool = Field(False, description="track in the loaded map without mapping (needs load_map)")
     save_map: bool = Field(

@@ -25,6 +25,8 @@ rows a step touched), the decoders with Adam.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 from pydantic import Field
@@ -125,6 +127,10 @@ class Mapper:
         self._emb_opt: torch.optim.Optimizer | None = None
         self._dec_opt = torch.optim.Adam(neural_map.decoder_parameters(), lr=self.cfg.lr_decoder)
         self.last_loss: dict[str, float] = {}
+        self.steps_done = 0  # optimiser steps so far (the service reports their rate)
+        #: called before allocating and before each optimiser step: the service sets it to wait while its
+        #: tracking thread needs the cores (None: replay and benchmarks, which map in the caller's thread)
+        self.before_step: Callable[[], None] | None = None
         from slam.map.meshing import BlockMesher
 
         self.mesher = BlockMesher(neural_map, min_hits=self.cfg.mesh_min_hits)
@@ -164,6 +170,7 @@ class Mapper:
             # one step samples one batch of this frame's rays: allocate around those only (allocation
             # was a fifth of a mapping step's time); keyframes keep all their rays for later steps
             current = _subset(current, self._current_rays(), self.rng)
+        self._yield()
         self._allocate(current)
         if keyframe:
             keep = (
@@ -174,6 +181,7 @@ class Mapper:
             self.keyframes.append(keep)
             self._thin_keyframes()
         for _ in range(steps):
+            self._yield()
             self.step(current)
         self.frames_integrated += 1
 
@@ -190,6 +198,22 @@ class Mapper:
             i = int(np.argmin(dist[:, 1]))
             # the older of the pair: never the newest, which the next keyframe decision compares with
             del self.keyframes[min(i, int(nearest[i, 1]))]
+
+    def refine(self, steps: int) -> int:
+        """``steps`` optimiser steps on keyframe rays only, without a current frame (the service spends
+        spare mapping time so); returns the steps done (none before the first keyframe). The mesher is not
+        told: refined blocks are re-meshed when a frame next marks them, or by a whole-mesh request, so
+        idle refinement never crowds new surface out of the mesh updates."""
+        if not self.keyframes:
+            return 0
+        for _ in range(steps):
+            self._yield()
+            self.step(None)
+        return steps
+
+    def _yield(self) -> None:
+        if self.before_step is not None:
+            self.before_step()
 
     def _allocate(self, rays: RaySet) -> None:
         pts = _surface_points(rays)
@@ -227,10 +251,11 @@ class Mapper:
         """How many of a step's rays come from the current frame."""
         return self.cfg.rays if not self.keyframes else int(self.cfg.rays * self.cfg.current_fraction)
 
-    def step(self, current: RaySet) -> float:
+    def step(self, current: RaySet | None) -> float:
+        """One optimiser step on rays from ``current`` and the keyframes (None: keyframes only)."""
         cfg = self.cfg
-        n_cur = self._current_rays()
-        batches = [_subset(current, n_cur, self.rng)] if n_cur else []
+        n_cur = self._current_rays() if current is not None else 0
+        batches = [_subset(current, n_cur, self.rng)] if current is not None and n_cur else []
         if self.keyframes:
             n_kf = cfg.rays - n_cur
             which = self.rng.integers(0, len(self.keyframes), size=n_kf)
@@ -323,6 +348,7 @@ class Mapper:
                 self._dec_opt.step()
         losses["total"] = loss.item()
         self.last_loss = losses
+        self.steps_done += 1
         return losses["total"]
 
     def extract_mesh(self):

@@ -4,6 +4,7 @@ output contract (mesh, stats.json) with the service's own figures added to the s
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,6 +16,7 @@ from slam.app.config import SLAMConfig
 from slam.app.outputs import RunResult, write_run_outputs
 from slam.app.persistence import write_trajectory_atomic
 from slam.service.pipeline import Pipeline
+from slam.service.status import short_of
 
 if TYPE_CHECKING:
     from slam.service.state import RunRecord, Stages, Threads
@@ -58,19 +60,47 @@ def write_outputs(
 
 
 def service_stats(
-    status: dict[str, Any], run: RunRecord, stages: Stages, threads: Threads, publisher_stats: dict | None
+    status: dict[str, Any],
+    run: RunRecord,
+    stages: Stages,
+    threads: Threads,
+    publisher_stats: dict | None,
+    max_age_s: float = 2.0,
 ) -> dict[str, Any]:
-    """stats.json's service fields (besides the replay's), from the run's final ``status``."""
+    """stats.json's service fields (besides the replay's), from the run's final ``status``; ``short_of``
+    over the whole run, from the median age of the mapped frames (``max_age_s``:
+    ``service.mapping_max_age_s``)."""
     worker = threads.mapping
     driver = threads.driver
     pacer = driver.pacer if driver is not None else None
     mesh_ms = worker.mesh_ms if worker is not None else []
+    frames, mapping = status["frames"], status["mapping"]
+    share, steps_per_s = worker.meter.overall(time.monotonic()) if worker is not None else (0.0, 0.0)
+    ages = worker.mapped_age_s if worker is not None else []
     return {
         "mode": run.mode,
         "frames_received": status["frames"]["received"],
         "frames_dropped": stages.frames.dropped,
         "frames_not_mapped": stages.map_queue.dropped,
+        "frames_map_skipped": frames["map_skipped"],
         "frames_mapped": worker.mapped if worker is not None else 0,
+        # over the run: share of the wall time the mapping thread spent mapping, optimiser steps a second
+        "mapping_share": round(share, 3),
+        "mapping_steps_per_s": round(steps_per_s, 2),
+        "mapping_refine_steps": mapping["refine_steps"],
+        "mapping_waited_for_tracking_s": mapping["waited_for_tracking_s"],
+        # per mapped frame, wall seconds from its arrival from the driver until it was mapped
+        "mapped_age_s_median": round(float(np.median(ages)), 3) if ages else None,
+        "mapped_age_s_max": round(float(np.max(ages)), 3) if ages else None,
+        "mapped_stamp_lag_s": mapping["mapped_stamp_lag_s"],  # at the end: newest tracked − newest mapped
+        "short_of": short_of(
+            frames["received"],
+            frames["dropped"],
+            frames["tracked"],
+            frames["not_mapped"],
+            float(np.median(ages)) if ages else None,
+            max_age_s,
+        ),
         "mesh_updates": len(mesh_ms),
         "mesh_update_ms_median": round(float(np.median(mesh_ms)), 1) if mesh_ms else None,
         "mapping_state": status["mapping"]["state"],

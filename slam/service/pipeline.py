@@ -72,3 +72,4 @@ class MapItem:
     frame: Frame
     result: TrackingResult
     generation: int
+    available_at: float = 0.0  # time.perf_counter() when the driver got the frame (status: mapped age)

@@ -44,11 +44,12 @@ from slam.service.driver import DriverThread, Pacer, QueuedFrame, carry_over_dro
 from slam.service.meshes import all_blocks, whole_mesh_block
 from slam.service.outputs import service_stats, write_outputs
 from slam.service.pipeline import MapItem, Pipeline
+from slam.service.priority import TrackingPriority
 from slam.service.queues import HandOff
 from slam.service.startup import ServiceError, check_source
 from slam.service.state import RunRecord, Stages, Threads
 from slam.service.status import LatencyLog, StatusThread, service_status
-from slam.service.workers import MappingWorker, MeshUpdates, TrackingWorker
+from slam.service.workers import MappingSchedule, MappingWorker, MeshUpdates, TrackingWorker
 from slam.transport.control import ControlServer
 from slam.transport.publishers import ServicePublisher
 from slam.transport.wire import MeshBlock
@@ -105,6 +106,13 @@ class SLAMService:
             self.publisher = publisher if publisher is not None else ServicePublisher(scfg.publish)
             self._observers = [self.publisher] if self.publisher_enabled else []
             self.stages = Stages(frames, map_queue, self._pipeline(start_engine, history))
+            # realtime and live: tracking has the cores first, the mapper spends what it leaves (fast runs
+            # track and map every frame, both at once)
+            self.priority = (
+                TrackingPriority(frames, self.stages.running, scfg.mapping_yield_cap_s)
+                if not fast and scfg.tracking_priority
+                else None
+            )
             if scfg.control.enabled:
                 from slam.service.commands import ServiceCommands
 
@@ -190,6 +198,7 @@ class SLAMService:
             mapping_alive=self.threads.mapping_alive,
             request_shutdown=self.request_shutdown,
             on_done=self._on_tracking_done,
+            priority=self.priority,
         )
         self._ensure_mapping_thread()
         self.threads.status = StatusThread(
@@ -214,8 +223,13 @@ class SLAMService:
             mesh = MeshUpdates(
                 self.publish_mesh, scfg.publish.mesh_every_s, scfg.mesh_max_share, scfg.mesh_update_budget_s
             )
+        schedule = (
+            MappingSchedule(self.priority, scfg.mapping_max_share, turns_after_s=scfg.mapping_turns_after_s)
+            if self.priority is not None
+            else None
+        )
         self.threads.mapping = MappingWorker(
-            self.stages, self.torch_threads, mesh, on_crash=self._on_mapping_crashed
+            self.stages, self.torch_threads, mesh, on_crash=self._on_mapping_crashed, schedule=schedule
         )
         self.threads.mapping.start()
 
@@ -273,7 +287,9 @@ class SLAMService:
         self._wake.set()
 
     def status(self) -> dict[str, Any]:
-        return service_status(self.state, self.run_record, self.stages, self.threads, self.source)
+        return service_status(
+            self.state, self.run_record, self.stages, self.threads, self.source, self.cfg.service
+        )
 
     # -- publishing ------------------------------------------------------------------------------
     def publish_status(self, status: dict[str, Any]) -> None:
@@ -412,7 +428,14 @@ class SLAMService:
         publisher_stats = (
             self.publisher.stats() if self.publisher_enabled and self.publisher is not None else None
         )
-        return service_stats(self.status(), self.run_record, self.stages, self.threads, publisher_stats)
+        return service_stats(
+            self.status(),
+            self.run_record,
+            self.stages,
+            self.threads,
+            publisher_stats,
+            self.cfg.service.mapping_max_age_s,
+        )
 
     def _stop_threads(self) -> None:
         st, threads = self.stages, self.threads

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from slam.service.driver import QueuedFrame
 from slam.service.pipeline import MapItem, Pipeline
 from slam.service.queues import HandOff
-from slam.service.status import LatencyLog
+from slam.service.status import BudgetWatch, LatencyLog
 
 if TYPE_CHECKING:
     from slam.service.driver import DriverThread
@@ -40,6 +40,7 @@ class Stages:
     aborting: threading.Event = field(default_factory=threading.Event)  # no more waiting on the mapper
     latency: LatencyLog = field(default_factory=LatencyLog)  # written by tracking, read by status
     last_mapped_stamp: float = 0.0  # recording time of the last frame mapped (mesh messages' stamp)
+    last_tracked_stamp: float = 0.0  # recording time of the last frame tracked
 
     def __post_init__(self) -> None:
         self.running.set()
@@ -55,6 +56,7 @@ class RunRecord:
     segments: list[str] = field(default_factory=list)  # trajectories of replaced pipelines
     mapping_crashes: int = 0
     shutdown_reason: str | None = None
+    budget: BudgetWatch = field(default_factory=BudgetWatch)  # status: short_of over recent seconds
 
 
 @dataclass

@@ -15,6 +15,7 @@ import numpy as np
 from slam.core.resources import current_rss_mb
 
 if TYPE_CHECKING:
+    from slam.app.service_config import ServiceConfig
     from slam.service.state import RunRecord, Stages, Threads
 
 log = logging.getLogger(__name__)
@@ -59,16 +60,85 @@ class LatencyLog:
         }
 
 
+#: short of tracking when more than this share of the frames received were dropped (the tracker took newer
+#: ones); short of mapping when more than this share of the frames tracked were dropped by the map hand-off
+SHORT_SHARE = 0.1
+SHORT_WINDOW_S = 5.0  # status: over the last seconds (stats.json: over the run)
+
+
+def short_of(
+    received: int, dropped: int, tracked: int, not_mapped: int, mapped_age_s: float | None, max_age_s: float
+) -> str | None:
+    """Which budget a run is short of, from counts over one stretch of time: "tracking" (frames dropped:
+    tracking is slower than the frame rate; it comes first, as the mapper only gets what tracking leaves),
+    "mapping" (tracked frames the map hand-off dropped, or the newest mapped frame older than
+    ``max_age_s`` while newer ones were tracked), or None."""
+    if received and dropped > SHORT_SHARE * received:
+        return "tracking"
+    if (tracked and not_mapped > SHORT_SHARE * tracked) or (
+        mapped_age_s is not None and mapped_age_s > max_age_s
+    ):
+        return "mapping"
+    return None
+
+
+class BudgetWatch:
+    """The counts behind ``short_of`` over the last ``window_s``: samples taken at each status."""
+
+    def __init__(self, window_s: float = SHORT_WINDOW_S) -> None:
+        self.window_s = window_s
+        self._samples: deque[tuple[float, int, int, int, int]] = deque()
+        self._lock = threading.Lock()  # status is read by the status thread, commands and the shutdown
+
+    def deltas(
+        self, now: float, received: int, dropped: int, tracked: int, not_mapped: int
+    ) -> tuple[int, ...]:
+        with self._lock:
+            samples = self._samples
+            samples.append((now, received, dropped, tracked, not_mapped))
+            while len(samples) > 2 and now - samples[1][0] >= self.window_s:
+                samples.popleft()
+            first = samples[0]
+        return tuple(b - a for a, b in zip(first[1:], (received, dropped, tracked, not_mapped)))
+
+
+def mapping_lag(stages: Stages, threads: Threads) -> tuple[float | None, float | None]:
+    """(wall seconds since the newest mapped frame arrived from the driver, recording seconds between the
+    newest tracked and the newest mapped frame); both None before anything was mapped, and the age None
+    while nothing newer was tracked (a caught-up mapper is not late, however long ago its frame came)."""
+    worker = threads.mapping
+    arrived = worker.last_mapped_available_at if worker is not None else None
+    if arrived is None:
+        return None, None
+    lag = max(0.0, stages.last_tracked_stamp - stages.last_mapped_stamp)
+    age = time.perf_counter() - arrived if lag > 0 else None
+    return (None if age is None else round(age, 3)), round(lag, 3)
+
+
 def service_status(
-    state: str, run: RunRecord, stages: Stages, threads: Threads, source: Any | None
+    state: str,
+    run: RunRecord,
+    stages: Stages,
+    threads: Threads,
+    source: Any | None,
+    scfg: ServiceConfig | None = None,
 ) -> dict[str, Any]:
-    """The status of a run in ``state`` (``SLAMService.state``) reading ``source``."""
+    """The status of a run in ``state`` (``SLAMService.state``) reading ``source``; ``scfg`` gives the
+    thresholds of ``short_of`` (the defaults without)."""
     pipeline = stages.pipeline
     engine = pipeline.engine
     mapper = pipeline.mapper
     neural_map = pipeline.neural_map
     mapping = threads.mapping
     tracked = engine.stats.frames
+    received = threads.driver.delivered if threads.driver is not None else 0
+    skipped = mapping.skipped if mapping is not None else 0
+    not_mapped = stages.map_queue.dropped
+    age_s, lag_s = mapping_lag(stages, threads)
+    now = time.monotonic()
+    share, steps_per_s = mapping.meter.recent(now, SHORT_WINDOW_S) if mapping is not None else (0.0, 0.0)
+    window = run.budget.deltas(now, received, stages.frames.dropped, run.tracked_before + tracked, not_mapped)
+    max_age_s = scfg.mapping_max_age_s if scfg is not None else 2.0
     return {
         "state": state,
         "mode": run.mode,
@@ -76,11 +146,12 @@ def service_status(
         "uptime_s": round(time.monotonic() - run.started_monotonic, 3) if run.started_monotonic else 0.0,
         "fps": round(stages.latency.fps(), 2),
         "frames": {
-            "received": threads.driver.delivered if threads.driver is not None else 0,
+            "received": received,
             "tracked": run.tracked_before + tracked,
             "lost": engine.stats.frames_lost,
             "dropped": stages.frames.dropped,  # never tracked: the tracker took a newer frame
-            "not_mapped": stages.map_queue.dropped,  # tracked, but the mapper was busy (or gone)
+            "not_mapped": not_mapped,  # tracked, but the map hand-off was full (or the mapper gone)
+            "map_skipped": skipped,  # tracked, skipped by a mapper with a backlog (not a keyframe)
             "mapped": mapping.mapped if mapping is not None else 0,
             "skipped": source.frames_skipped
             if source is not None
@@ -98,7 +169,15 @@ def service_status(
         "mapping": {
             "state": "off" if mapper is None else (mapping.state if mapping is not None else "starting"),
             "error": mapping.error if mapping is not None else None,
+            # over the last SHORT_WINDOW_S: share of the wall time spent mapping, optimiser steps a second
+            "share": round(share, 3),
+            "steps_per_s": round(steps_per_s, 2),
+            "refine_steps": mapping.refine_steps if mapping is not None else 0,
+            "waited_for_tracking_s": round(mapping.waited_s, 3) if mapping is not None else 0.0,
+            "newest_mapped_age_s": age_s,
+            "mapped_stamp_lag_s": lag_s,
         },
+        "short_of": short_of(*window, age_s, max_age_s),
         "driver_error": threads.driver_error(),
         # the sensor link (live cameras: streaming / disconnected / reconnecting, drops, USB); null for recordings
         "sensor": _sensor_health(source),

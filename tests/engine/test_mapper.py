@@ -254,3 +254,38 @@ def test_keyframe_cap_drops_the_older_of_the_closest_pair_never_the_newest() -> 
     for back in (0.0, 0.5, 1.0, 1.12, 2.0):
         uncapped.integrate_rays(at(back))
     assert len(uncapped.keyframes) == 5
+
+
+# -- the service's hook and spare-time refinement ------------------------------------------------------
+def test_before_step_is_called_before_allocation_and_each_step_and_changes_nothing() -> None:
+    poses = [FACING, FACING @ se3_exp(np.array([0.0, 0.0, -0.05, 0.0, 0.0, 0.0]))]
+    maps = []
+    for hooked in (False, True):
+        m, mapper = new_mapper(first_frame_iterations=5, iterations=3)
+        calls: list[int] = []
+        if hooked:  # the service's hook waits; here it records how many steps were done when called
+            mapper.before_step = lambda mapper=mapper, calls=calls: calls.append(mapper.steps_done)
+        for i, pose in enumerate(poses):
+            map_frame(mapper, small_frame(pose, index=i), pose)
+        maps.append((snapshot(m.decoder_parameters()), snapshot(m.embedding_parameters())))
+    # frame 0: allocation, then 5 steps; frame 1: allocation, then 3 steps
+    assert calls == [0, 0, 1, 2, 3, 4, 5, 5, 6, 7] and mapper.steps_done == 8
+    # the hook is only a pause: the same map, bit for bit, as without it (replay has none)
+    assert torch.equal(maps[0][0], maps[1][0]) and torch.equal(maps[0][1], maps[1][1])
+
+
+def test_refine_steps_on_keyframes_only() -> None:
+    m, mapper = new_mapper(first_frame_iterations=0, iterations=0)
+    assert mapper.refine(3) == 0 and mapper.steps_done == 0  # no keyframe yet: nothing to refine
+    map_frame(mapper, small_frame(FACING), FACING)  # a keyframe, allocated, not fitted (0 steps)
+    calls: list[int] = []
+    mapper.before_step = lambda: calls.append(mapper.steps_done)
+    before = snapshot(m.embedding_parameters())
+    # the first keyframe's rays give the wall's SDF; fitting only those must pull the surface onto x = 1 m
+    dirs, surface = ray_points(mapper.keyframes[0], 64, seed=1)
+    err0 = np.abs(query(m, surface).sdf.numpy()).mean()
+    assert mapper.refine(40) == 40 and calls == list(range(40)) and mapper.steps_done == 40
+    assert not torch.equal(before, snapshot(m.embedding_parameters()))
+    err = np.abs(query(m, surface).sdf.numpy()).mean()
+    assert err < 0.1 * err0  # 18 cm off before (an unfitted map), about 1 cm after
+    assert mapper.frames_integrated == 1  # refinement is not a frame (the decoder freeze counts frames)
