@@ -49,6 +49,13 @@ class ServiceConfig(StrictConfig):
         "tracked or waits to be, so tracking never shares the cores with mapping (on 2 cores it took twice "
         "its replay time when they ran at once); false: both run at once, as in fast mode",
     )
+    tracking_threads: int = Field(
+        0,
+        ge=0,
+        description="cores the tracking thread's torch ops and compiled loops may use; 0 = the run's "
+        "`threads` (half the cores). With tracking_priority the mapper pauses while a frame is tracked, so "
+        "the tracking thread could use every core then",
+    )
     mapping_yield_cap_s: float = Field(
         0.5,
         gt=0,

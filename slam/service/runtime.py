@@ -194,7 +194,7 @@ class SLAMService:
         )
         self.threads.tracking = TrackingWorker(
             st,
-            self.torch_threads,
+            self.cfg.service.tracking_threads or self.torch_threads,
             mapping_alive=self.threads.mapping_alive,
             request_shutdown=self.request_shutdown,
             on_done=self._on_tracking_done,
