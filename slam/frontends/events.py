@@ -120,6 +120,69 @@ class EventTrackingConfig(StrictConfig):
     )
 
 
+def _gaussian_weights(sigma: float, truncate: float = 4.0) -> np.ndarray:
+    """One half of scipy's Gaussian kernel (``gaussian_filter1d``): w[0] the centre, w[j] the taps at ±j."""
+    radius = int(truncate * float(sigma) + 0.5)
+    x = np.arange(-radius, radius + 1)
+    phi = np.exp(-0.5 / (sigma * sigma) * x**2)
+    return np.ascontiguousarray((phi / phi.sum())[radius:])
+
+
+@jit
+def _reflect(i, n):
+    """Index ``i`` into a line of ``n`` extended by mirroring about its ends (scipy's ``reflect`` mode)."""
+    i = i % (2 * n)
+    return 2 * n - 1 - i if i >= n else i
+
+
+@jit
+def _gaussian_smooth(image, w):
+    """Separable Gaussian of the float32 ``image`` with half-kernel ``w``, along axis 0 then axis 1, as
+    scipy's ``gaussian_filter`` computes it (each line in float64, the same order of sums, float32 in
+    between: bit for bit the same). The inner loops run along rows over views of whole rows (no negative
+    indices to wrap), which lets them vectorise: about 3 times scipy's speed."""
+    h, wd = image.shape
+    r = w.shape[0] - 1
+    acc = np.empty(wd)
+    tmp = np.empty((h, wd), dtype=np.float32)
+    for i in range(h):  # axis 0: rows i ± j, whole rows at a time
+        centre = image[i]
+        for c in range(wd):
+            acc[c] = np.float64(centre[c]) * w[0]
+        for j in range(r, 0, -1):
+            lo, hi, wj = image[_reflect(i - j, h)], image[_reflect(i + j, h)], w[j]
+            for c in range(wd):
+                acc[c] += (np.float64(lo[c]) + np.float64(hi[c])) * wj
+        row = tmp[i]
+        for c in range(wd):
+            row[c] = acc[c]
+    out = np.empty((h, wd), dtype=np.float32)
+    line = np.empty(wd + 2 * r)  # one row with its reflected borders
+    for i in range(h):  # axis 1
+        for k in range(wd + 2 * r):
+            line[k] = tmp[i, _reflect(k - r, wd)]
+        centre = line[r : r + wd]
+        for c in range(wd):
+            acc[c] = centre[c] * w[0]
+        for j in range(r, 0, -1):
+            lo, hi, wj = line[r - j : r - j + wd], line[r + j : r + j + wd], w[j]
+            for c in range(wd):
+                acc[c] += (lo[c] + hi[c]) * wj
+        row = out[i]
+        for c in range(wd):
+            row[c] = acc[c]
+    return out
+
+
+def gaussian_smooth(image: np.ndarray, sigma: float) -> np.ndarray:
+    """``scipy.ndimage.gaussian_filter(image, sigma)`` of a 2-D float32 image (reflected borders, 4 σ
+    truncation), bit for bit, compiled: the event term smooths every window's event image and every
+    keyframe, and scipy's smoothing was the largest part of a window's cost once the rest was compiled."""
+    if sigma <= 1e-15:  # as scipy: no smoothing
+        return image.astype(np.float32)
+    return _gaussian_smooth(np.ascontiguousarray(image, dtype=np.float32), _gaussian_weights(sigma))
+
+
 def event_image_reference(
     x: np.ndarray,
     y: np.ndarray,
@@ -175,7 +238,7 @@ def event_image(
     :func:`event_image_reference` is the numpy reference."""
     w, h = -(-width // binning), -(-height // binning)
     img = _accumulate_events(x, y, p, w, h, binning, contrast / binning**2)
-    return gaussian_filter(img, sigma / binning) if sigma > 0 else img
+    return gaussian_smooth(img, sigma / binning) if sigma > 0 else img
 
 
 def _sample(image: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -381,7 +444,7 @@ class EventOdometry:
         grey = grey * (cfg.target_median / max(median, 1.0))  # auto-gain
         log = np.log(grey / 255.0 + cfg.log_eps).astype(np.float32)
         if cfg.smoothing_px > 0:
-            log = gaussian_filter(log, cfg.smoothing_px)
+            log = gaussian_smooth(log, cfg.smoothing_px)
         gy, gx = np.gradient(log)
         depth = _resize_nearest(frame.depth, intr.width, intr.height)
         mag = np.hypot(gx, gy)

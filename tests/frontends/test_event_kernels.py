@@ -10,7 +10,13 @@ from synthetic import look_at
 from drivers.sim.events import DepthWarper
 from slam.core.frames import CameraIntrinsics, RGBDFrame
 from slam.core.geometry import se3_exp, skew
-from slam.frontends.events import EventOdometry, EventTrackingConfig, event_image, event_image_reference
+from slam.frontends.events import (
+    EventOdometry,
+    EventTrackingConfig,
+    event_image,
+    event_image_reference,
+    gaussian_smooth,
+)
 
 INTR = CameraIntrinsics(100.0, 100.0, 59.5, 44.5, 120, 90)
 
@@ -121,3 +127,15 @@ def test_solve_of_a_singular_system_gives_up_as_the_reference():
     np.testing.assert_array_equal(xi, xi_ref)
     np.testing.assert_array_equal(h, h_ref)
     assert np.isnan(rms) and np.isnan(rms_ref)
+
+
+@pytest.mark.parametrize(
+    ("shape", "sigma"),
+    [((120, 160), 4.0), ((240, 320), 8.0), ((91, 121), 1.5), ((5, 7), 3.0), ((1, 9), 1.0), ((31, 17), 0.1)],
+)
+def test_gaussian_smooth_equals_scipy(shape, sigma):
+    """Bit for bit, including kernels wider than the image (borders reflected more than once)."""
+    img = np.random.default_rng(3).normal(size=shape).astype(np.float32)
+    ours = gaussian_smooth(img, sigma)
+    assert ours.dtype == np.float32
+    np.testing.assert_array_equal(ours, gaussian_filter(img, sigma))
