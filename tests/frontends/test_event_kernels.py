@@ -8,11 +8,13 @@ from scipy.ndimage import gaussian_filter
 from synthetic import look_at
 
 from drivers.sim.events import DepthWarper
-from slam.core.frames import CameraIntrinsics, RGBDFrame
+from slam.core.frames import CameraIntrinsics, EventPacket, RGBDFrame
 from slam.core.geometry import se3_exp, skew
 from slam.frontends.events import (
     EventOdometry,
     EventTrackingConfig,
+    deblur,
+    deblur_reference,
     event_image,
     event_image_reference,
     gaussian_smooth,
@@ -139,3 +141,21 @@ def test_gaussian_smooth_equals_scipy(shape, sigma):
     ours = gaussian_smooth(img, sigma)
     assert ours.dtype == np.float32
     np.testing.assert_array_equal(ours, gaussian_filter(img, sigma))
+
+
+@pytest.mark.parametrize("samples", [2, 8])
+def test_deblur_equals_the_reference(samples):
+    rng = np.random.default_rng(samples)
+    grey = rng.uniform(5, 250, (INTR.height, INTR.width)).astype(np.float32)
+    n = 20000
+    # events before, inside and at the end of the exposure (0.02, 0.05], clustered on a third of the pixels
+    t = np.sort(rng.uniform(0.0, 0.06, n))
+    x, y, _ = _events(rng, n, INTR.width // 3, INTR.height)
+    p = rng.choice([-1, 1], n, p=[0.3, 0.7])
+    packet = EventPacket(t, x * 3, y, p, INTR.width, INTR.height)
+    ours = deblur(grey, packet, 0.05, 0.03, 0.2, samples)
+    ref = deblur_reference(grey, packet, 0.05, 0.03, 0.2, samples)
+    assert ours.dtype == ref.dtype == np.float32
+    assert not np.array_equal(ref, grey)  # the events changed the image
+    np.testing.assert_array_equal(ours[:, 1::3], grey[:, 1::3])  # pixels without events stay
+    np.testing.assert_allclose(ours, ref, rtol=1e-6)
