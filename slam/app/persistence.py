@@ -28,7 +28,10 @@ from slam.engine.mapper import Mapper, RaySet
 from slam.map.neural_map import NeuralMapConfig, NeuralSDFMap, build_map
 
 FORMAT = "neural-slam-map"
-VERSION = 1
+#: 2: grids without the corner index (corner_keys / corner_rows; the block tables hold the same rows)
+VERSION = 2
+#: versions this build reads: version 1 files also hold a corner index, which loading ignores
+READABLE_VERSIONS = (1, 2)
 
 
 class MapFileError(ValueError):
@@ -190,7 +193,7 @@ class MapManifest(BaseModel):
     trajectory_poses: int
 
 
-_GRID_TENSORS = ("block_keys", "block_tables", "corner_keys", "corner_rows")
+_GRID_TENSORS = ("block_keys", "block_tables")
 
 
 def _pack(snapshot: SessionSnapshot) -> tuple[MapManifest, dict[str, torch.Tensor]]:
@@ -325,9 +328,10 @@ def _read(path: Path) -> tuple[MapManifest, dict[str, torch.Tensor]]:
         raise MapFileError(
             f"{path}: not a {FORMAT} file (format {head.get('format') if isinstance(head, dict) else None!r})"
         )
-    if head.get("version") != VERSION:
+    if head.get("version") not in READABLE_VERSIONS:
         raise MapFileError(
-            f"{path}: map format version {head.get('version')!r} is not supported (this build reads version {VERSION})"
+            f"{path}: map format version {head.get('version')!r} is not supported "
+            f"(this build reads versions {', '.join(map(str, READABLE_VERSIONS))})"
         )
     try:
         manifest = MapManifest.model_validate(head)

@@ -12,6 +12,11 @@ stored in allocation order in a buffer that grows geometrically (the sorted bloc
 slot in it), and new keys are merged into the sorted arrays by their ``searchsorted`` positions rather than
 by sorting everything again. Coordinates are packed into int64 keys: 21 bits per axis, about ±10⁶ voxels.
 
+There is no separate index of corners: a corner's row is found in the table of a block holding a voxel
+that has the corner (``corner_row``), since every allocated voxel's eight corners are in its block's table
+and a corner shared by several tables has the same row in each. A sorted int64 key and int32 row per
+corner cost 12 bytes a corner per level, over a third as much as its 8-channel float32 embedding.
+
 Rows are stored as int32 (block tables, corner rows): a level never holds 2³¹ corners (that would be 64 GiB
 of 8-channel float32 embeddings), and the tables, (block + 1)³ entries a block for about (block + 1)³ / 4
 corners on a LiDAR drive, were the largest part of the map in int64. Lookups return int64 rows as before.
@@ -94,8 +99,6 @@ class SparseVoxelGrid:
         # the table of block_keys[i] is _tables[_block_slot[i]]; _tables is in allocation order (append only)
         self._block_slot = torch.empty(0, dtype=torch.int64, device=self.device)
         self._tables = torch.empty(0, *(self.block + 1,) * 3, dtype=ROW_DTYPE, device=self.device)
-        self.corner_keys = torch.empty(0, dtype=torch.int64, device=self.device)  # sorted
-        self.corner_rows = torch.empty(0, dtype=ROW_DTYPE, device=self.device)  # row of each sorted key
         self.num_corners = 0
 
     # -- queries -------------------------------------------------------------------------------
@@ -164,48 +167,51 @@ class SparseVoxelGrid:
         if voxels.numel() == 0:
             return 0
         corners = (voxels[:, None, :] + CORNERS.to(self.device)[None]).reshape(-1, 3)
-        added = self._add_corners(unpack_keys(torch.unique(pack_keys(corners))))
+        # each distinct corner once, in key order: new corners get consecutive rows in that order
+        unique_keys, inverse = torch.unique(pack_keys(corners), return_inverse=True)
+        rows = self.corner_row(unpack_keys(unique_keys))
+        new = rows < 0
+        added = int(new.sum())
+        if self.num_corners + added > torch.iinfo(ROW_DTYPE).max:
+            raise RuntimeError(f"voxel grid: more than {torch.iinfo(ROW_DTYPE).max} corners on one level")
+        rows[new] = torch.arange(self.num_corners, self.num_corners + added, device=self.device)
+        self.num_corners += added
         blocks = torch.div(voxels, self.block, rounding_mode="floor")
         self._add_blocks(torch.unique(pack_keys(blocks)))
         pos = torch.searchsorted(self.block_keys, pack_keys(blocks))
         slot = self._block_slot.index_select(0, pos).repeat_interleave(8)
         local = corners - blocks.repeat_interleave(8, dim=0) * self.block
-        self._tables[slot, local[:, 0], local[:, 1], local[:, 2]] = self.corner_row(corners).to(ROW_DTYPE)
+        self._tables[slot, local[:, 0], local[:, 1], local[:, 2]] = rows.index_select(0, inverse).to(
+            ROW_DTYPE
+        )
         return added
 
     def _complete(self, voxels: torch.Tensor) -> torch.Tensor:
         """Which of the M×3 integer voxels already have all 8 corner rows in their block's table."""
         return (self.voxel_corner_rows(voxels) >= 0).all(dim=1)
 
-    def _add_corners(self, corners: torch.Tensor) -> int:
-        keys = pack_keys(corners)
-        if self.corner_keys.numel():
-            pos = torch.searchsorted(self.corner_keys, keys).clamp_max(self.corner_keys.numel() - 1)
-            new = keys[self.corner_keys.index_select(0, pos) != keys]
-        else:
-            new = keys
-        if new.numel() == 0:
-            return 0
-        new = torch.unique(new)  # sorted (the caller's keys usually are already)
-        if self.num_corners + new.numel() > torch.iinfo(ROW_DTYPE).max:
-            raise RuntimeError(f"voxel grid: more than {torch.iinfo(ROW_DTYPE).max} corners on one level")
-        rows = torch.arange(
-            self.num_corners, self.num_corners + new.numel(), dtype=ROW_DTYPE, device=self.device
-        )
-        self.corner_keys, source = merge_sorted(self.corner_keys, new)
-        self.corner_rows = torch.cat([self.corner_rows, rows]).index_select(0, source)
-        self.num_corners += int(new.numel())
-        return int(new.numel())
-
     def corner_row(self, corners: torch.Tensor) -> torch.Tensor:
-        """Rows of the M×3 corners (-1 where not allocated)."""
-        if self.corner_keys.numel() == 0:
-            return torch.full((corners.shape[0],), -1, dtype=torch.int64, device=self.device)
-        keys = pack_keys(corners)
-        pos = torch.searchsorted(self.corner_keys, keys).clamp_max(self.corner_keys.numel() - 1)
-        found = self.corner_keys.index_select(0, pos) == keys
-        rows = self.corner_rows.index_select(0, pos).to(torch.int64)
-        return torch.where(found, rows, torch.full_like(pos, -1))
+        """Rows of the M×3 corners (-1 where not allocated), from the block tables: a corner is allocated
+        when one of the eight voxels that have it is, and then that voxel's block table holds its row, so
+        the tables of the blocks of those eight voxels (one to eight distinct blocks) are searched."""
+        corners = corners.to(self.device, torch.int64)
+        rows = torch.full((corners.shape[0],), -1, dtype=torch.int64, device=self.device)
+        if self.block_keys.numel() == 0 or corners.numel() == 0:
+            return rows
+        n = self.block + 1
+        stride = torch.tensor([n * n, n, 1], device=self.device)
+        flat = self._tables.view(-1)
+        for offset in CORNERS.to(self.device):
+            block = torch.div(corners - offset, self.block, rounding_mode="floor")
+            keys = pack_keys(block)
+            pos = torch.searchsorted(self.block_keys, keys).clamp_max(self.block_keys.numel() - 1)
+            hit = self.block_keys.index_select(0, pos) == keys
+            local = corners - block * self.block  # in 0..block: the corner is on this block's table
+            entry = self._block_slot.index_select(0, pos) * n**3 + (local * stride).sum(dim=1)
+            found = flat.index_select(0, entry).to(torch.int64)
+            # every table holding an allocated corner holds the same row; -1 where none does
+            rows = torch.where(hit, torch.maximum(rows, found), rows)
+        return rows
 
     def _add_blocks(self, keys: torch.Tensor) -> None:
         if self.block_keys.numel():
@@ -227,8 +233,8 @@ class SparseVoxelGrid:
         return self._tables.index_select(0, self._block_slot)
 
     def index_bytes(self) -> int:
-        """Bytes of the index (block keys and tables, corner keys and rows) as stored."""
-        tensors = (self.block_keys, self._block_slot, self._tables, self.corner_keys, self.corner_rows)
+        """Bytes of the index (block keys, slots and tables) as stored."""
+        tensors = (self.block_keys, self._block_slot, self._tables)
         return int(sum(t.numel() * t.element_size() for t in tensors))
 
     @property
@@ -245,18 +251,15 @@ class SparseVoxelGrid:
             "block": self.block,
             "block_keys": self.block_keys,
             "block_tables": self.block_tables,
-            "corner_keys": self.corner_keys,
-            "corner_rows": self.corner_rows,
             "num_corners": self.num_corners,
         }
 
     def load_state_dict(self, state: dict) -> None:
         self.voxel_size = float(state["voxel_size"])
         self.block = int(state["block"])
-        # files written before rows were int32 hold int64 rows: same values, stored narrower
+        # files written before rows were int32 hold int64 rows: same values, stored narrower; files written
+        # before the corner index was dropped also hold corner_keys / corner_rows, which the tables repeat
         self.block_keys = state["block_keys"].to(self.device, torch.int64)
-        self.corner_keys = state["corner_keys"].to(self.device, torch.int64)
-        self.corner_rows = state["corner_rows"].to(self.device, ROW_DTYPE)
         self._tables = state["block_tables"].to(self.device, ROW_DTYPE)
         self._block_slot = torch.arange(self.block_keys.numel(), dtype=torch.int64, device=self.device)
         self.num_corners = int(state["num_corners"])

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from map_files import version_1_grid_state
 from synthetic import box_room, look_at, map_frame, render_frame
 
 from slam.app import persistence
@@ -166,7 +167,8 @@ def test_wrong_version_and_malformed_manifest(mapped, tmp_path: Path) -> None:
     path = save_session(tmp_path / "map.pt", capture(m, mapper, stamps, poses))
     _rewrite_manifest(path, version=99)
     with pytest.raises(
-        MapFileError, match=r"map\.pt: map format version 99 is not supported \(this build reads version 1\)"
+        MapFileError,
+        match=r"map\.pt: map format version 99 is not supported \(this build reads versions 1, 2\)",
     ):
         load_session(path)
     _rewrite_manifest(path, version=1, keyframes="two")
@@ -178,10 +180,37 @@ def test_missing_tensor_is_named(mapped, tmp_path: Path) -> None:
     m, mapper, stamps, poses = mapped
     path = save_session(tmp_path / "map.pt", capture(m, mapper, stamps, poses))
     raw = torch.load(path, weights_only=True)
-    del raw["tensors"]["map.grids.1.corner_rows"]
+    del raw["tensors"]["map.grids.1.block_tables"]
     torch.save(raw, path)
-    with pytest.raises(MapFileError, match=r"tensor 'map\.grids\.1\.corner_rows' is missing"):
+    with pytest.raises(MapFileError, match=r"tensor 'map\.grids\.1\.block_tables' is missing"):
         load_session(path)
+
+
+def test_version_1_files_with_a_corner_index_still_load(mapped, tmp_path: Path) -> None:
+    """Files written before the corner index was dropped (format 1: int64 rows, corner_keys and
+    corner_rows per grid) load to the same SDF, and allocate new space onto the same corner rows."""
+    m, mapper, stamps, poses = mapped
+    new_path = save_session(tmp_path / "new.pt", capture(m, mapper, stamps, poses))
+    raw = torch.load(new_path, weights_only=True)
+    for i, grid in enumerate(m.grids):
+        old = version_1_grid_state(grid)
+        for name in ("block_tables", "corner_keys", "corner_rows"):
+            raw["tensors"][f"map.grids.{i}.{name}"] = old[name]
+    raw["manifest"] = json.dumps(dict(json.loads(raw["manifest"]), version=1))
+    torch.save(raw, tmp_path / "old.pt")
+    old_map, _ = open_map(tmp_path / "old.pt", device="cpu")
+    new_map, _ = open_map(new_path, device="cpu")
+    pts = _random_points(m)
+    a = m.query(pts, gradient=True, min_hits=5)
+    b = old_map.query(pts, gradient=True, min_hits=5)
+    assert a.valid.any() and torch.equal(a.sdf, b.sdf) and torch.equal(a.grad, b.grad)
+    # space next to the mapped space, partly sharing its corners
+    more = pts[:200] + torch.tensor([0.3, 0.0, 0.0])
+    added = old_map.allocate(more)
+    assert added > 0 and new_map.allocate(more) == added
+    for old_grid, new_grid in zip(old_map.grids, new_map.grids):
+        voxels = old_grid.voxels_of(torch.cat([pts, more]))
+        assert torch.equal(old_grid.voxel_corner_rows(voxels), new_grid.voxel_corner_rows(voxels))
 
 
 def test_inconsistent_tables_fail_to_load(mapped, tmp_path: Path) -> None:

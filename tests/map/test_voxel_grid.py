@@ -8,6 +8,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from map_files import version_1_grid_state
 
 from slam.map.neural_map import NeuralMapConfig, NeuralSDFMap
 from slam.map.voxel_grid import CORNERS, SparseVoxelGrid, pack_keys, unpack_keys
@@ -154,9 +155,10 @@ def test_allocation_is_idempotent_and_counts_new_corners() -> None:
     assert grid.allocate_voxels(torch.tensor([[1, 1, 1]])) == 8 - 2  # shares an edge with (1, 0, 0)
     assert grid.num_corners == 8 + 4 + 6
     assert grid.num_blocks == 1
-    # rows are a permutation of 0..num_corners-1
-    assert sorted(grid.corner_rows.tolist()) == list(range(grid.num_corners))
-    assert bool((grid.corner_keys[1:] > grid.corner_keys[:-1]).all())
+    # rows are a permutation of 0..num_corners-1 (each corner's row read back from the tables)
+    corners = torch.tensor([[x, y, z] for x in range(3) for y in range(3) for z in range(3)])
+    rows = grid.corner_row(corners)
+    assert sorted(rows[rows >= 0].tolist()) == list(range(grid.num_corners))
 
 
 def test_far_allocation_needs_no_bound_and_keeps_earlier_rows() -> None:
@@ -320,24 +322,42 @@ def test_block_tables_follow_the_sorted_block_keys_after_many_allocations() -> N
 # -- memory ----------------------------------------------------------------------------------------
 def test_index_bytes_of_one_voxel_are_int32_rows() -> None:
     """One voxel: one block table of (block + 1)³ int32 rows, its block key (int64) and slot (int64), and
-    8 corners of an int64 key and an int32 row each. Known answer: 729·4 + 8 + 8 + 8·(8 + 4) bytes."""
+    no per-corner index. Known answer: 729·4 + 8 + 8 bytes."""
     grid = SparseVoxelGrid(0.1, block=8)
     assert grid.allocate_voxels(torch.tensor([[3, -2, 5]])) == 8
-    assert grid._tables.dtype == torch.int32 and grid.corner_rows.dtype == torch.int32
-    assert grid.index_bytes() == 9**3 * 4 + 8 + 8 + 8 * (8 + 4)
+    assert grid._tables.dtype == torch.int32
+    assert grid.index_bytes() == 9**3 * 4 + 8 + 8
     # lookups still hand out int64 rows (the compiled kernels and F.embedding take them)
     assert grid.voxel_corner_rows(torch.tensor([[3, -2, 5]])).dtype == torch.int64
     assert grid.corner_row(torch.tensor([[3, -2, 5]])).dtype == torch.int64
 
 
-def test_int64_rows_of_older_map_files_load_as_int32() -> None:
+def test_int64_rows_and_corner_index_of_older_map_files_load() -> None:
     grid = SparseVoxelGrid(0.1, block=4)
     grid.allocate_voxels(torch.tensor([[0, 0, 0], [5, 1, -3], [9, 9, 9]]))
-    state = grid.state_dict()
-    old = dict(state, block_tables=state["block_tables"].long(), corner_rows=state["corner_rows"].long())
     fresh = SparseVoxelGrid(1.0)
-    fresh.load_state_dict(old)
-    assert fresh._tables.dtype == torch.int32 and fresh.corner_rows.dtype == torch.int32
+    fresh.load_state_dict(version_1_grid_state(grid))
+    assert fresh._tables.dtype == torch.int32
     assert torch.equal(fresh.block_tables, grid.block_tables)
     voxels = torch.tensor([[0, 0, 0], [5, 1, -3], [9, 9, 9], [1, 2, 3]])
     assert torch.equal(fresh.voxel_corner_rows(voxels), grid.voxel_corner_rows(voxels))
+    # allocation after loading finds the loaded corners: (1, 0, 0) shares a face of 4 with (0, 0, 0)
+    assert fresh.allocate_voxels(torch.tensor([[1, 0, 0]])) == 4
+    assert fresh.num_corners == grid.num_corners + 4
+
+
+def test_corner_rows_are_shared_across_block_faces_edges_and_vertices() -> None:
+    """A corner on a block vertex is in the tables of up to 8 blocks: a voxel allocated later in any of
+    them finds the row given earlier from another block, so the field stays continuous."""
+    grid = SparseVoxelGrid(1.0, block=4)
+    assert grid.allocate_voxels(torch.tensor([[3, 3, 3]])) == 8  # its corner (4, 4, 4) is a block vertex
+    row = int(grid.corner_row(torch.tensor([[4, 4, 4]]))[0])
+    for voxel in [[4, 4, 4], [4, 3, 3], [3, 4, 3], [3, 3, 4], [4, 4, 3], [4, 3, 4], [3, 4, 4]]:
+        grid.allocate_voxels(torch.tensor([voxel]))
+        rows = grid.voxel_corner_rows(torch.tensor([voxel]))[0]
+        # the corner (4, 4, 4) is the voxel's corner (4, 4, 4) - voxel, in x, y, z bit order
+        d = torch.tensor([4, 4, 4]) - torch.tensor(voxel)
+        assert int(rows[int(d[0]) * 4 + int(d[1]) * 2 + int(d[2])]) == row, voxel
+    assert grid.num_blocks == 8
+    # 8 voxels around (4, 4, 4): a 2×2×2 cube of voxels has 27 corners
+    assert grid.num_corners == 27
