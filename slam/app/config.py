@@ -100,8 +100,9 @@ class SLAMConfig(StrictConfig):
     threads: int = Field(
         0,
         ge=0,
-        description="torch threads per engine thread; 0 = half the cores (tracking and mapping share them, "
-        "and oversubscribed OpenMP threads spin and slow everything down)",
+        description="torch threads (and compiled-loop threads) per engine thread; 0 = half the cores in the "
+        "service (tracking and mapping share them, and oversubscribed OpenMP threads spin and slow everything "
+        "down), all of them in slam replay (one thread tracks and maps in turn)",
     )
 
 

@@ -7,6 +7,7 @@ Interrupting a run (Ctrl-C) still writes everything tracked so far.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from slam.app.config import SLAMConfig
 from slam.app.outputs import RunResult, TrajectoryRecorder, write_run_outputs
 from slam.engine.engine import Engine
 from slam.frontends import check_sensor
+from slam.map.neural_map import set_compute_threads
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +41,9 @@ def run_replay(cfg: SLAMConfig, source: Source | None = None, engine: Engine | N
     except BaseException:
         source.close()
         raise
+    # one thread tracks and maps in turn, so each stage may use every core (`threads: 0`): 7-Scenes 0-599
+    # on 2 cores, 15.3 fps with one thread, 16.6 with two, the same trajectory
+    set_compute_threads(cfg.threads or os.cpu_count() or 1)
     recorder = TrajectoryRecorder()
     engine.subscribe(recorder)
     out_dir = Path(cfg.output.dir)
