@@ -60,12 +60,7 @@ class RowAdam(torch.optim.Optimizer):
                 if not grad.is_sparse:
                     raise ValueError("RowAdam needs sparse gradients (F.embedding(..., sparse=True))")
                 rows, g = _rows_and_summed_gradient(grad, p.shape[0])
-                state = self.state[p]
-                if not state:
-                    state["step"] = 0
-                    state["exp_avg"] = torch.zeros_like(p)
-                    state["exp_avg_sq"] = torch.zeros_like(p)
-                state["step"] = int(state["step"]) + 1
+                state = self._next_step(p)
                 # index_select / index_copy_: on CPU many times faster than tensor[rows] for row gathers
                 m = state["exp_avg"].index_select(0, rows).mul_(beta1).add_(g, alpha=1 - beta1)
                 v = state["exp_avg_sq"].index_select(0, rows).mul_(beta2).addcmul_(g, g, value=1 - beta2)
@@ -100,12 +95,7 @@ class RowAdam(torch.optim.Optimizer):
             group = next((gr for gr in self.param_groups if any(q is p for q in gr["params"])), None)
             if group is None:
                 raise KeyError("step_tape: an embedding of the tape is not a parameter of this optimizer")
-            state = self.state[p]
-            if not state:
-                state["step"] = 0
-                state["exp_avg"] = torch.zeros_like(p)
-                state["exp_avg_sq"] = torch.zeros_like(p)
-            state["step"] = int(state["step"]) + 1
+            state = self._next_step(p)
             slot = self._slots.get(level)
             if slot is None or slot.shape[0] < p.shape[0]:
                 slot = np.full(
@@ -118,6 +108,16 @@ class RowAdam(torch.optim.Optimizer):
                 state["exp_avg_sq"].numpy(), slot, group["lr"], beta1, beta2, group["eps"], state["step"],
             )  # fmt: skip
         return touched
+
+    def _next_step(self, p: torch.Tensor) -> dict:
+        """``p``'s state (zero moments on its first step) with its step count advanced."""
+        state = self.state[p]
+        if not state:
+            state["step"] = 0
+            state["exp_avg"] = torch.zeros_like(p)
+            state["exp_avg_sq"] = torch.zeros_like(p)
+        state["step"] = int(state["step"]) + 1
+        return state
 
     def follow(self, old: torch.Tensor, new: torch.Tensor, state: dict | None = None) -> None:
         """Replace parameter ``old`` by ``new`` (a grown copy of it) in place, with ``state`` as its state
