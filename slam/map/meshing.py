@@ -12,6 +12,7 @@ a minority of a map's allocated space (free space, the band behind surfaces): th
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -44,6 +45,9 @@ class BlockMesher:
     #: blocks to re-mesh, oldest first (a dict for its order; values unused)
     dirty: dict[int, None] = field(default_factory=dict)
     _known: set[int] = field(default_factory=set)
+    #: called before each batch of blocks (the service sets it to wait while its tracking thread needs the
+    #: cores, as the mapper's ``before_step``; None: mesh straight through)
+    pause: Callable[[], object] | None = None
 
     def mark_dirty(self, world_points: torch.Tensor) -> None:
         """Blocks containing these points changed (the mapper calls this with the surface it fitted)."""
@@ -79,6 +83,8 @@ class BlockMesher:
         for start in range(0, len(todo), step):
             if budget_s is not None and start > 0 and time.perf_counter() - started > budget_s:
                 break
+            if self.pause is not None:
+                self.pause()
             chunk = todo_pos[start : start + step]
             done = start + len(chunk)
             # nudged into the voxel each corner is the minimum of: rounding must not put it in the neighbour

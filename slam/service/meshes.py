@@ -6,6 +6,7 @@ block by id; a block whose surface disappeared goes out with no vertices (the wi
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -28,11 +29,18 @@ def to_mesh_block(key: int, piece: BlockPiece | None) -> MeshBlock:
     return MeshBlock(int(key), piece.vertices, piece.faces.astype(np.uint32), colors)
 
 
-def changed_blocks(mesher: BlockMesher, budget_s: float | None = None) -> list[MeshBlock]:
-    """Re-mesh what changed since the last call (for about ``budget_s``, the rest next time); the
-    re-meshed blocks (removed ones empty)."""
+def changed_blocks(
+    mesher: BlockMesher, budget_s: float | None = None, pause: Callable[[], object] | None = None
+) -> list[MeshBlock]:
+    """Re-mesh what changed since the last call (for about ``budget_s``, the rest next time; ``pause``
+    before each batch of blocks); the re-meshed blocks (removed ones empty)."""
     mesher.batch_points = min(mesher.batch_points, LIVE_QUERY_POINTS)
-    return [to_mesh_block(key, mesher.pieces.get(key)) for key in mesher.update(budget_s)]
+    mesher.pause = pause
+    try:
+        keys = mesher.update(budget_s)
+    finally:
+        mesher.pause = None
+    return [to_mesh_block(key, mesher.pieces.get(key)) for key in keys]
 
 
 def all_blocks(mesher: BlockMesher) -> list[MeshBlock]:

@@ -302,3 +302,19 @@ def test_no_query_exceeds_batch_points_and_the_mesh_is_unchanged(monkeypatch) ->
     for k, p in whole.pieces.items():
         np.testing.assert_allclose(split.pieces[k].vertices, p.vertices, rtol=0, atol=1e-6)
         np.testing.assert_array_equal(split.pieces[k].faces, p.faces)
+
+
+def test_pause_runs_before_each_batch_of_blocks() -> None:
+    """The service's mesh updates yield to tracking between batches (``pause``, as the mapper's
+    ``before_step``): called once before each batch, and the mesh is the same as without it."""
+    m = fitted("sphere")
+    whole = BlockMesher(m)
+    whole.update()
+    calls: list[int] = []
+    step = BlockMesher(m, batch_points=2 * 9**3)  # two blocks a batch
+    step.pause = lambda: calls.append(len(step.pieces))
+    step.update()
+    n_blocks = len(m.grids[0].block_keys)
+    assert len(calls) == (n_blocks + 1) // 2 > 2
+    assert calls == sorted(calls) and calls[0] == 0  # before the first batch, then between batches
+    assert step.pieces.keys() == whole.pieces.keys()
