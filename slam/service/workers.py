@@ -324,7 +324,9 @@ class MappingWorker(threading.Thread):
 
     def _mesh_pause(self) -> None:
         assert self.schedule is not None
-        self.waited_s += self.schedule.priority.wait_for_tracking()
+        # turns, not strict priority: a tracker that is always busy (LiDAR at 10 Hz) would hold every batch
+        # for the whole cap, and a mapper starved so lets the vehicle drive out of its map
+        self.waited_s += self.schedule.priority.wait_for_tracking(until_frame_ends=True)
 
     def _publish_mesh_if_due(self) -> None:
         svc, mesh = self.stages, self.mesh
