@@ -24,6 +24,7 @@ Usage (from the repository root)::
 from __future__ import annotations
 
 import argparse
+import sys
 import timeit
 from collections.abc import Callable
 from typing import Any
@@ -155,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         rows += measure(sensor, args.frames if sensor == "rgbd" else args.scans, args.repeat)
     for r in rows:
         print(r)
-    text = section(rows, argv if argv is not None else __import__("sys").argv[1:])
+    text = section(rows, argv if argv is not None else sys.argv[1:])
     print(text)
     if args.write_benchmarks:
         write_benchmarks(text, SECTION_TITLE)

@@ -295,7 +295,7 @@ class Mapper:
         n_near = near_x.shape[0]
         # record_hits: the space the SDF samples fit counts as fitted (the tracker trusts only such space)
         # the compiled lookup (no double backward: the eikonal term needs the torch path)
-        compiled = getattr(self.map, "compiled", False) and not n_eik and isinstance(self._emb_opt, RowAdam)
+        compiled = self.map.compiled and not n_eik and isinstance(self._emb_opt, RowAdam)
         tape = None
         if compiled:
             feats, valid, tape = self.map.features_for_training(x_all, record_hits=n_sdf)

@@ -55,7 +55,7 @@ def _accumulate(
     return kept
 
 
-_accumulate_compiled = kernels.numba.njit(cache=True, nogil=True)(_accumulate) if kernels.AVAILABLE else None
+_accumulate_compiled = kernels.jit(_accumulate) if kernels.AVAILABLE else None
 
 _EMPTY = np.empty(0, dtype=np.float64)
 

@@ -44,6 +44,7 @@ except ImportError:  # pragma: no cover - numba is a dependency; the numpy refer
     numba = None
 from slam.core.frames import LidarScan
 from slam.core.geometry import apply_scaled_twist, se3_log
+from slam.map.kernels import jit
 
 # voxel and cell keys are packed into one int64: 21 bits a coordinate
 _KEY_BITS = 21
@@ -147,11 +148,7 @@ def _pack_keys(cells: np.ndarray) -> np.ndarray:
     return key
 
 
-def _jit(fn):
-    return fn if numba is None else numba.njit(cache=True, nogil=True)(fn)
-
-
-@_jit
+@jit
 def _first_per_voxel(points, voxel_size, half, bits, out):  # pragma: no cover - compiled
     """Writes into ``out`` the index of the first point of each occupied voxel, in input order; returns
     their count, or -1 when a cell coordinate lies outside ±``half`` (the keys' range). Open addressing
@@ -211,7 +208,7 @@ def voxel_downsample(points: np.ndarray, voxel_size: float) -> np.ndarray:
     return out[:count].copy()
 
 
-@_jit
+@jit
 def _pca_normals(points, neighbors, out):  # pragma: no cover - compiled
     """For each row of ``neighbors`` (N×k indices into ``points``): the unit eigenvector of the smallest
     eigenvalue of its points' scatter matrix, by cyclic Jacobi rotations of the 3×3 matrix, into ``out``."""

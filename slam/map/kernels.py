@@ -41,10 +41,6 @@ def jit(fn, **options):
         return numba.njit(cache=False, nogil=True, **options)(fn)
 
 
-def _jit(fn):
-    return jit(fn)
-
-
 def _threadsafe_layer() -> bool:
     """Whether numba has a thread pool that two Python threads may use at once (OpenMP or TBB; numba's
     own workqueue pool aborts when the tracking and mapping threads both launch parallel loops)."""
@@ -67,7 +63,7 @@ if PARALLEL:
 def _jit_per_point(fn):
     """A per-point loop (``prange``) compiled twice: serial, and split over the calling thread's numba
     threads (``set_threads``). One thread runs the serial build: a parallel region costs tens of µs."""
-    serial = _jit(fn)
+    serial = jit(fn)
     if not PARALLEL:
         return serial
     parallel = jit(fn, parallel=True)
@@ -90,7 +86,7 @@ def set_threads(n: int) -> int:
     return n
 
 
-@_jit
+@jit
 def _block_position(block_keys, key):
     """Index of ``key`` in the sorted ``block_keys``, -1 when absent."""
     lo, hi = 0, block_keys.shape[0]
@@ -105,12 +101,27 @@ def _block_position(block_keys, key):
     return -1
 
 
+@jit
+def _block_key(vx, vy, vz, block):
+    """The packed key (``voxel_grid.pack_keys``) of the block holding voxel (vx, vy, vz)."""
+    bx, by, bz = vx // block, vy // block, vz // block
+    return ((bx + _OFFSET) << (2 * _BITS)) | ((by + _OFFSET) << _BITS) | (bz + _OFFSET)
+
+
+@jit
+def _corner_entry(slot, vx, vy, vz, block, c):
+    """Index into the flat table buffer of corner ``c`` (``voxel_grid.CORNERS`` bit order) of voxel
+    (vx, vy, vz), whose block's table is at ``slot``."""
+    n = block + 1
+    lx, ly, lz = vx - (vx // block) * block, vy - (vy // block) * block, vz - (vz // block) * block
+    return slot * n * n * n + (lx + ((c >> 2) & 1)) * n * n + (ly + ((c >> 1) & 1)) * n + lz + (c & 1)
+
+
 @_jit_per_point
 def locate_level(points, voxel_size, block, block_keys, block_slot, tables, rows, frac):
     """For N×3 float32 ``points``: each point's 8 corner rows (N×8 int64, -1 where unallocated, in the
     (x, y, z) bit order of ``voxel_grid.CORNERS``) and its position inside its voxel (N×3 float32).
     ``tables`` is the grid's flat table buffer ((block+1)³ entries per slot)."""
-    n = block + 1
     vs = np.float32(voxel_size)
     for i in numba.prange(points.shape[0]):
         vx = np.int64(0)
@@ -126,20 +137,12 @@ def locate_level(points, voxel_size, block, block_keys, block_slot, tables, rows
                 vy = np.int64(f)
             else:
                 vz = np.int64(f)
-        bx, by, bz = vx // block, vy // block, vz // block
-        key = ((bx + _OFFSET) << (2 * _BITS)) | ((by + _OFFSET) << _BITS) | (bz + _OFFSET)
-        pos = _block_position(block_keys, key) if block_keys.shape[0] > 0 else -1
-        if pos < 0:
-            for c in range(8):
-                rows[i, c] = -1
-            continue
-        lx, ly, lz = vx - bx * block, vy - by * block, vz - bz * block
-        base = block_slot[pos] * n * n * n + lx * n * n + ly * n + lz
+        pos = _block_position(block_keys, _block_key(vx, vy, vz, block)) if block_keys.shape[0] > 0 else -1
         for c in range(8):
-            rows[i, c] = tables[base + ((c >> 2) & 1) * n * n + ((c >> 1) & 1) * n + (c & 1)]
+            rows[i, c] = -1 if pos < 0 else tables[_corner_entry(block_slot[pos], vx, vy, vz, block, c)]
 
 
-@_jit
+@jit
 def _corner_weights(fx, fy, fz, w):
     one = np.float32(1.0)
     for c in range(8):
@@ -213,7 +216,7 @@ def accumulate_point_gradient(corners, frac, voxel_size, grad_feats, col, grad):
         grad[i, 2] += gz * inv
 
 
-@_jit
+@jit
 def fitted(rows, hits, min_hits, valid):
     """``valid`` &= the point's finest corners were all fitted at least ``min_hits`` times."""
     for i in range(rows.shape[0]):
@@ -226,7 +229,7 @@ def fitted(rows, hits, min_hits, valid):
                 break
 
 
-@_jit
+@jit
 def record_hits(rows, n_first, hits):
     """Count the first ``n_first`` points whose 8 corners are all allocated as fitted once more."""
     for i in range(min(n_first, rows.shape[0])):
@@ -240,7 +243,7 @@ def record_hits(rows, n_first, hits):
                 hits[rows[i, c]] += 1
 
 
-@_jit
+@jit
 def _number_touched_rows(rows, slot, touched):
     """Number the rows the points reach in ascending row order (``slot[row]`` = its number, ``touched``
     the rows): Adam then walks the embedding and moment tables in address order, which on a large map
@@ -268,7 +271,7 @@ def _number_touched_rows(rows, slot, touched):
     return count
 
 
-@_jit
+@jit
 def _sum_row_gradients(rows, frac, grad_feats, col, slot, summed):
     nf = summed.shape[1]
     w = np.empty(8, dtype=np.float32)
@@ -284,7 +287,7 @@ def _sum_row_gradients(rows, frac, grad_feats, col, slot, summed):
                 summed[k, f] += wc * grad_feats[i, col + f]
 
 
-@_jit
+@jit
 def _adam_rows(touched, summed, emb, exp_avg, exp_avg_sq, slot, alpha, b1, b2, e):
     one = np.float32(1.0)
     for k in range(touched.shape[0]):
@@ -299,7 +302,7 @@ def _adam_rows(touched, summed, emb, exp_avg, exp_avg_sq, slot, alpha, b1, b2, e
             emb[r, f] -= alpha * (m / (np.sqrt(v) + e))
 
 
-@_jit
+@jit
 def row_adam_level(rows, frac, grad_feats, col, emb, exp_avg, exp_avg_sq, slot, lr, beta1, beta2, eps, step):
     """One lazy-Adam step (``RowAdam``'s update) of the embedding rows the N points reached, from the
     gradient of the loss with respect to their interpolated features (``grad_feats[:, col:col+F]``).
@@ -319,12 +322,11 @@ def row_adam_level(rows, frac, grad_feats, col, emb, exp_avg, exp_avg_sq, slot, 
     return count
 
 
-@_jit
+@jit
 def missing_voxels(points, voxel_size, dilate, block, block_keys, block_slot, tables):
     """The voxels within ``dilate`` voxels (each way) of the points' voxels that lack one of their 8
     corner rows (M×3 int64, with repeats): what allocation still has to add. A frame mostly re-observes
     mapped space, so this replaces sorting every dilated voxel of every point by one lookup each."""
-    n = block + 1
     vs = np.float32(voxel_size)
     side = 2 * dilate + 1
     out = np.empty((points.shape[0] * side * side * side, 3), dtype=np.int64)
@@ -342,18 +344,14 @@ def missing_voxels(points, voxel_size, dilate, block, block_keys, block_slot, ta
                     vx, vy, vz = cx + dx, cy + dy, cz + dz
                     complete = False
                     if n_blocks > 0:
-                        bx, by, bz = vx // block, vy // block, vz // block
-                        key = ((bx + _OFFSET) << (2 * _BITS)) | ((by + _OFFSET) << _BITS) | (bz + _OFFSET)
+                        key = _block_key(vx, vy, vz, block)
                         if key != last_key:
                             last_key = key
                             last_pos = _block_position(block_keys, key)
-                        pos = last_pos
-                        if pos >= 0:
-                            lx, ly, lz = vx - bx * block, vy - by * block, vz - bz * block
-                            base = block_slot[pos] * n * n * n + lx * n * n + ly * n + lz
+                        if last_pos >= 0:
                             complete = True
                             for c in range(8):
-                                if tables[base + ((c >> 2) & 1) * n * n + ((c >> 1) & 1) * n + (c & 1)] < 0:
+                                if tables[_corner_entry(block_slot[last_pos], vx, vy, vz, block, c)] < 0:
                                     complete = False
                                     break
                     if not complete:
